@@ -1,0 +1,103 @@
+"""Speed of the default configuration on this machine, in under 2 minutes.
+
+    python benchmarks/bench.py              # add --compile to time torch.compile too (+2-4 min)
+
+Measures ms per update and per evaluation (whole val split) of one unit, single-threaded as the
+workers run, for the fast and the plain forward; projects the full baseline (4 datasets x 3 seeds x
+7500 updates, eval every 10) for the default --jobs; then times a short multi-unit run of
+experiment.py at --jobs=1 and --jobs=2. Ratios within one run are what to compare across machines.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import experiment as E  # noqa: E402
+
+
+def time_unit(dataset, cfg, updates=20, evals=2):
+    """(ms per update, ms per evaluation) for one unit's model on its data."""
+    device = E.resolve_device(cfg.device)
+    data = E.make_dataset(dataset, cfg, cfg.seed, device)
+    torch.manual_seed(cfg.seed)
+    model = E.Transformer(cfg, data["vocab_size"], data["num_classes"]).to(device)
+    optimizer = E.make_optimizer(model, cfg)
+    fn = model.forward_fast if cfg.fast_forward else model
+    fn = torch.compile(fn) if cfg.compile else fn
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def update():
+        idx = torch.randint(len(data["train_y"]), (cfg.batch_size,), device=device)
+        loss = F.cross_entropy(fn(data["train_x"][idx]), data["train_y"][idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def evaluate():
+        E.evaluate(model, fn, data["val_x"], data["val_y"], cfg.eval_batch_size)
+
+    timings = []
+    for step, n in ((update, updates), (evaluate, evals)):
+        step(), step(), sync()  # warm-up (and compilation)
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        sync()
+        timings.append((time.perf_counter() - start) / n * 1e3)
+    return timings
+
+
+def projected_baseline_s(per_dataset, cfg, jobs):
+    """Wall time of all units, spread evenly over `jobs` workers."""
+    unit_s = {d: (cfg.total_steps * u + cfg.total_steps // cfg.eval_every * e) / 1e3
+              for d, (u, e) in per_dataset.items()}
+    total = sum(unit_s[d if d in unit_s else "x_plus_y"] * cfg.num_seeds for d in E.DATASETS)
+    return total / jobs
+
+
+def time_jobs(jobs, steps=100):
+    """Wall time of experiment.py on 4 units of `steps` updates with --jobs=jobs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "experiment.py"), f"--out_dir={tmp}/r",
+                        "--datasets=x_plus_y,x_minus_y", "--num_seeds=2", f"--total_steps={steps}",
+                        f"--jobs={jobs}"], check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def main():
+    torch.set_num_threads(1)
+    cfg = E.Config()
+    device = E.resolve_device(cfg.device)
+    jobs = E.default_jobs(cfg, len(E.DATASETS) * cfg.num_seeds)
+    print(f"device: {device}, cpu_count: {os.cpu_count()}, torch: {torch.__version__}, "
+          f"default jobs: {jobs}, threads per job: {cfg.threads}")
+    variants = {"fast_forward": cfg, "plain": E.Config(fast_forward=False)}
+    if "--compile" in sys.argv:
+        variants["fast_forward+compile"] = E.Config(compile=True)
+    results = {}
+    print("| variant | dataset | ms/update | ms/eval | projected baseline (min) |")
+    print("|---|---|---|---|---|")
+    for name, c in variants.items():
+        per_dataset = {d: time_unit(d, c) for d in ("x_plus_y", "permutation")}
+        results[name] = projected_baseline_s(per_dataset, c, jobs)
+        for d, (u, e) in per_dataset.items():
+            print(f"| {name} | {d} | {u:.1f} | {e:.0f} | {results[name] / 60:.1f} |")
+    print(f"speedup of fast_forward over plain (projected baseline): "
+          f"{results['plain'] / results['fast_forward']:.2f}x")
+    walls = {j: time_jobs(j) for j in (1, 2)}
+    print("| --jobs | wall s (4 units x 100 updates) | speedup |")
+    print("|---|---|---|")
+    for j, w in walls.items():
+        print(f"| {j} | {w:.1f} | {walls[1] / w:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
