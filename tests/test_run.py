@@ -90,7 +90,7 @@ def test_same_command_twice_and_any_jobs_give_identical_results(tmp_path):
     assert a == c
 
 
-@pytest.mark.parametrize("args,needle", [
+BAD_INPUT = [
     (["--bogus=1"], "--bogus"),
     (["--datasets=x_times_y"], "x_times_y"),
     (["--lr=fast"], "--lr"),
@@ -106,13 +106,26 @@ def test_same_command_twice_and_any_jobs_give_identical_results(tmp_path):
     (["--batch_schedule=cosine"], "--batch_schedule"),
     (["--lr_groups=1e-3,2e-3"], "--lr_groups"),
     (["--device=tpu"], "--device"),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
-    proc = run_experiment(tmp_path, "--out_dir=r", *args, check=False)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    (["--overwrite=maybe"], "--overwrite"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, needle):
+    import experiment as E
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        E.main(["--out_dir=r", *args])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
     assert not (tmp_path / "r").exists()  # nothing is created for bad input
+
+
+def test_bad_input_through_the_real_command_line(tmp_path):
+    proc = run_experiment(tmp_path, "--out_dir=r", "--datasets=x_plus_y,bogus", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bogus" in proc.stderr
+    assert proc.stdout == ""
 
 
 def test_finished_out_dir_is_refused_unless_overwrite(tiny_run):
@@ -122,10 +135,14 @@ def test_finished_out_dir_is_refused_unless_overwrite(tiny_run):
     assert (tiny_run / "run_0" / "final_info.json").read_text() == before
 
 
-def test_help_lists_every_field_with_default(tmp_path):
-    import experiment as E
-    out = run_experiment(tmp_path, "--help").stdout
+def test_help_lists_every_field_with_default(capsys):
     import dataclasses
+
+    import experiment as E
+    with pytest.raises(SystemExit) as exit_:
+        E.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
     for f in dataclasses.fields(E.Config):
         assert f"--{f.name}" in out
     assert "default: 7500" in out and "default: 0.001" in out
