@@ -667,6 +667,13 @@ def notes_section(number, means, description):
     return text
 
 
+def append_section(text, section):
+    """Sections stand a blank line apart; the first follows the bare header directly."""
+    if text == NOTES_HEADER or text.endswith("\n\n"):
+        return text + section
+    return text + ("\n" if text.endswith("\n") else "\n\n") + section
+
+
 def update_notes(cfg, final_infos):
     """Create notes.txt beside the run folder if missing (with Run 0 when run_0 exists), then
     append this run's section unless notes.txt already has its heading. Returns the path."""
@@ -680,10 +687,9 @@ def update_notes(cfg, final_infos):
         run0 = notes.parent / "run_0" / "final_info.json"
         if run0.exists():
             base = {k: v["means"] for k, v in json.loads(run0.read_text()).items()}
-            text += notes_section(0, base, "Baseline results.") + "\n"
+            text = append_section(text, notes_section(0, base, "Baseline results."))
     if not re.search(rf"^## Run {number}\b", text, flags=re.M):
-        text += ("" if text.endswith("\n\n") or text == NOTES_HEADER else "\n" if text.endswith("\n")
-                 else "\n\n") + notes_section(number, means, cfg.description)
+        text = append_section(text, notes_section(number, means, cfg.description))
     write_atomic(notes, lambda tmp: tmp.write_text(text))
     return notes
 

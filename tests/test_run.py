@@ -217,3 +217,15 @@ def test_a_small_problem_really_learns(tmp_path):
     means = json.loads((tmp_path / "r" / "final_info.json").read_text())["x_plus_y"]["means"]
     assert means["final_val_acc_mean"] >= 0.9
     assert means["step_val_acc_99_mean"] < 1000
+
+
+def test_notes_created_by_a_later_run_include_run_0(tmp_path):
+    import experiment as E
+    (tmp_path / "run_0").mkdir()
+    (tmp_path / "run_0" / "final_info.json").write_text(json.dumps({"x_plus_y": {"means": {"m": 1.0}}}))
+    cfg = E.Config(out_dir=str(tmp_path / "run_3"), description="Grokfast EMA. Faster.")
+    E.update_notes(cfg, {"x_plus_y": {"means": {"m": 2.0}}})
+    assert (tmp_path / "notes.txt").read_text() == (
+        E.NOTES_HEADER + "## Run 0: Baseline\nResults: {'x_plus_y': {'m': 1.0}}\n"
+        "Description: Baseline results.\n\n## Run 3: Grokfast EMA\nResults: {'x_plus_y': {'m': 2.0}}\n"
+        "Description: Grokfast EMA. Faster.\n")
