@@ -450,33 +450,46 @@ def evaluate(model, logits_fn, x, y, batch_size):
             "weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item()}
 
 
-def train_unit(cfg, dataset, seed_index, progress=None):
-    """Train one (dataset, seed) unit; returns its final_info, train_info and val_info."""
-    start, seed = time.perf_counter(), cfg.seed + seed_index
-    device = resolve_device(cfg.device)
+def build_unit(cfg, dataset, seed, device):
+    """One unit's data, model, optimizer and forward function; `seed` drives split and init."""
     data = make_dataset(dataset, cfg, seed, device)
     torch.manual_seed(seed)
     model = Transformer(cfg, data["vocab_size"], data["num_classes"]).to(device)
     init_weights(model, cfg.init)
     optimizer = make_optimizer(model, cfg)
-    sampler = torch.Generator(device=device).manual_seed(seed)
     logits_fn = model.forward_fast if cfg.fast_forward else model
     if cfg.compile:
         logits_fn = torch.compile(logits_fn)
+    return data, model, optimizer, logits_fn
+
+
+def train_step(cfg, step, model, logits_fn, optimizer, filter_state, x, y):
+    """One update, the ideas in order: lr schedule, loss + regulariser, backward, gradient
+    filter, optimizer step. Returns the logits and cross-entropy for the train metrics."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * lr_factor(step, cfg)
+    logits = logits_fn(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    (loss + regulariser(model, cfg)).backward()
+    filter_gradients(model, filter_state, cfg)
+    optimizer.step()
+    return logits, loss
+
+
+def train_unit(cfg, dataset, seed_index, progress=None):
+    """Train one (dataset, seed) unit; returns its final_info, train_info and val_info."""
+    start, seed = time.perf_counter(), cfg.seed + seed_index
+    device = resolve_device(cfg.device)
+    data, model, optimizer, logits_fn = build_unit(cfg, dataset, seed, device)
+    sampler = torch.Generator(device=device).manual_seed(seed)
     filter_state, train_info, val_info = {}, [], []
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     for step in range(cfg.total_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * lr_factor(step, cfg)
         idx = torch.randint(len(data["train_y"]), (batch_size_at(step, cfg),), device=device,
                             generator=sampler)
         x, y = data["train_x"][idx], data["train_y"][idx]
-        logits = logits_fn(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        (loss + regulariser(model, cfg)).backward()
-        filter_gradients(model, filter_state, cfg)
-        optimizer.step()
+        logits, loss = train_step(cfg, step, model, logits_fn, optimizer, filter_state, x, y)
         # Train metrics come from the update's own forward pass, summed on the device (no sync).
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(-1) == y).sum()

@@ -7,6 +7,7 @@ workers run, for the fast and the plain forward; projects the full baseline (4 d
 7500 updates, eval every 10) for the default --jobs; then times a short multi-unit run of
 experiment.py at --jobs=1 and --jobs=2. Ratios within one run are what to compare across machines.
 """
+import itertools
 import os
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -23,22 +23,16 @@ import experiment as E  # noqa: E402
 
 
 def time_unit(dataset, cfg, updates=20, evals=2):
-    """(ms per update, ms per evaluation) for one unit's model on its data."""
+    """(ms per update, ms per evaluation) of one unit, through experiment.py's own functions."""
     device = E.resolve_device(cfg.device)
-    data = E.make_dataset(dataset, cfg, cfg.seed, device)
-    torch.manual_seed(cfg.seed)
-    model = E.Transformer(cfg, data["vocab_size"], data["num_classes"]).to(device)
-    optimizer = E.make_optimizer(model, cfg)
-    fn = model.forward_fast if cfg.fast_forward else model
-    fn = torch.compile(fn) if cfg.compile else fn
+    data, model, optimizer, fn = E.build_unit(cfg, dataset, cfg.seed, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    filter_state, steps = {}, itertools.count()
 
     def update():
         idx = torch.randint(len(data["train_y"]), (cfg.batch_size,), device=device)
-        loss = F.cross_entropy(fn(data["train_x"][idx]), data["train_y"][idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        E.train_step(cfg, next(steps), model, fn, optimizer, filter_state,
+                     data["train_x"][idx], data["train_y"][idx])
 
     def evaluate():
         E.evaluate(model, fn, data["val_x"], data["val_y"], cfg.eval_batch_size)

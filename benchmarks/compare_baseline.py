@@ -29,12 +29,12 @@ def mean_se(values):
 def main():
     run = Path(sys.argv[1] if len(sys.argv) > 1 else "run_0")
     info = json.loads((run / "final_info.json").read_text())
+    total = json.loads((run / "config.json").read_text())["total_steps"]
     print("| dataset | ours: steps to 99% per seed | ours: mean +- SE | published A per seed "
           "| A: mean +- SE | published B mean | ours: final val acc per seed |")
     print("|---|---|---|---|---|---|---|")
     for dataset, entry in info.items():
         steps, acc = entry["final_info_dict"]["step_val_acc_99"], entry["final_info_dict"]["final_val_acc"]
-        total = json.loads((run / "config.json").read_text())["total_steps"]
         reached = [s for s, a in zip(steps, acc) if s < total or a > 0.99]
         ours = ", ".join(str(s) if s in reached else f"never ({s})" for s in steps)
         a, b = PUBLISHED_A.get(dataset), PUBLISHED_B_MEANS.get(dataset)
