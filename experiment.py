@@ -246,21 +246,22 @@ class CausalSelfAttention(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x, past_kv=None, last_only=False):
-        """x (B, T, D) new positions, after past_kv's P positions (keys, values (B, H, P, D/H)).
+        """x (B, T, D) new positions, after past_kv's P positions (keys, values (B, P, H, D/H)).
         Returns the output (B, T or 1, D) and the keys and values of all P + T positions."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).unbind(2)  # (B, T, H, hd)
         if past_kv is not None:
-            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+            k, v = torch.cat([past_kv[0], k], dim=1), torch.cat([past_kv[1], v], dim=1)
         if last_only:
-            q = q[:, :, -1:]
-        Tq, S = q.shape[2], k.shape[2]
-        # Broadcast products, not matmuls: with 4 positions batched tiny matmuls are 10x slower on CPU.
-        scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) / math.sqrt(D // self.heads)  # (B, H, Tq, S)
-        causal = torch.ones(Tq, S, dtype=torch.bool, device=x.device).tril(S - Tq)
-        weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
-        y = (weights.unsqueeze(-1) * v.unsqueeze(2)).sum(3)                              # (B, H, Tq, hd)
-        return self.out(y.transpose(1, 2).reshape(B, Tq, D)), (k, v)
+            q = q[:, -1:]
+        Tq, S = q.shape[1], k.shape[1]
+        # Broadcast products in (batch, position, head, head_dim) order, not matmuls: with 4
+        # positions, batched tiny matmuls are ~3x slower on CPU, and this order needs no permutes.
+        scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1) / math.sqrt(D // self.heads)  # (B, Tq, S, H)
+        causal = torch.ones(Tq, S, dtype=torch.bool, device=x.device).tril(S - Tq).unsqueeze(-1)
+        weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=2)
+        y = (weights.unsqueeze(-1) * v.unsqueeze(1)).sum(2)                               # (B, Tq, H, hd)
+        return self.out(y.reshape(B, Tq, D)), (k, v)
 
 
 class DecoderBlock(nn.Module):
@@ -362,8 +363,11 @@ def make_optimizer(model, cfg):
     groups = param_groups(model, cfg)
     for group in groups:
         group["base_lr"] = group["lr"]  # lr_factor() scales from here each update
+    # fused: one kernel for all parameters (CPU and CUDA), the same AdamW to float tolerance and
+    # ~3 ms/update faster on CPU than the default per-parameter loop; fused=False to compare.
+    fused = groups[0]["params"][0].device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             weight_decay=cfg.weight_decay)
+                             weight_decay=cfg.weight_decay, fused=fused)
 
 
 def lr_factor(step, cfg):

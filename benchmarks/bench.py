@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,6 +57,28 @@ def projected_baseline_s(per_dataset, cfg, jobs):
     return total / jobs
 
 
+def matmul_gflops(seconds=1.0):
+    """This core's single-thread fp32 matmul rate on a typical shape of the model (FFN, 1024 rows)."""
+    a, b = torch.randn(1024, 128), torch.randn(128, 512)
+    a @ b
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 1024 * 128 * 512 * n / (time.perf_counter() - start) / 1e9
+
+
+def unit_gflop(dataset, cfg):
+    """Matmul GFLOP of one update and of one evaluation, counted by torch's FlopCounterMode."""
+    data, model, optimizer, fn = E.build_unit(cfg, dataset, cfg.seed, torch.device("cpu"))
+    x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
+    with FlopCounterMode(display=False) as update:
+        E.train_step(cfg, 100, model, fn, optimizer, {}, x, y)
+    with FlopCounterMode(display=False) as evaluation:
+        E.evaluate(model, fn, data["val_x"], data["val_y"], cfg.eval_batch_size)
+    return update.get_total_flops() / 1e9, evaluation.get_total_flops() / 1e9
+
+
 def time_jobs(jobs, steps=100):
     """Wall time of experiment.py on 4 units of `steps` updates with --jobs=jobs."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +109,16 @@ def main():
             print(f"| {name} | {d} | {u:.1f} | {e:.0f} | {results[name] / 60:.1f} |")
     print(f"speedup of fast_forward over plain (projected baseline): "
           f"{results['plain'] / results['fast_forward']:.2f}x")
+    # The floor: the matmul arithmetic alone, at this core's measured matmul rate, no overhead.
+    rate = matmul_gflops()
+    flops = {d: unit_gflop(d, cfg) for d in ("x_plus_y", "permutation")}
+    floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3) for d, (u, e) in flops.items()},
+                                 cfg, jobs)
+    print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s; matmul GFLOP per update / "
+          f"eval: " + ", ".join(f"{d} {u:.2f} / {e:.2f}" for d, (u, e) in flops.items()))
+    print(f"arithmetic floor of the default baseline (matmuls only, at that rate, {jobs} jobs): "
+          f"{floor / 60:.1f} min; the fast_forward projection above is "
+          f"{results['fast_forward'] / floor:.2f}x the floor")
     walls = {j: time_jobs(j) for j in (1, 2)}
     print("| --jobs | wall s (4 units x 100 updates) | speedup |")
     print("|---|---|---|")
