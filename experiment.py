@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -750,7 +751,12 @@ def run(cfg):
     return final_infos
 
 
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # as Ctrl-C: the worker pool is terminated, finished units are kept
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _on_sigterm)  # `kill PID` must not leave workers running
     try:
         cfg = parse_config(sys.argv[1:] if argv is None else argv)
         run(cfg)

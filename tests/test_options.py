@@ -28,6 +28,32 @@ def test_default_is_one_group_at_lr():
     assert group_ids(groups[0]) == {id(p) for p in model.parameters()}
 
 
+def test_fused_adamw_is_adamw():
+    """make_optimizer's fused AdamW (the speed choice) updates like torch's reference per-parameter
+    AdamW with the same settings, layer-wise groups and warm-up included."""
+    (model, cfg), (reference, _) = tiny_model(lr_groups="1e-3,2e-3,3e-3"), tiny_model()
+    fused = E.make_optimizer(model, cfg)
+    assert fused.defaults["fused"]
+    by_id = {id(p): q for p, q in zip(model.parameters(), reference.parameters())}
+    plain = torch.optim.AdamW([{"params": [by_id[id(p)] for p in g["params"]], "lr": g["lr"],
+                                "base_lr": g["base_lr"]} for g in fused.param_groups],
+                              betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
+                              foreach=False, fused=False)
+    assert not any(g["fused"] or g["foreach"] for g in plain.param_groups)
+    torch.manual_seed(1)
+    for step in range(30):  # the same gradients for both: only the optimizers' arithmetic differs
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+            by_id[id(p)].grad = p.grad.clone()
+        for opt in (fused, plain):
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * E.lr_factor(step, cfg)
+            opt.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert (p - q).abs().max() <= 1e-6, name
+    assert (model.head.weight - tiny_model()[0].head.weight).abs().max() > 1e-3  # it did move
+
+
 @pytest.mark.parametrize("layers,n_lower", [(2, 1), (4, 2), (3, 1), (1, 1)])
 def test_lr_groups_split_embeddings_lower_higher(layers, n_lower):
     model, cfg = tiny_model(num_layers=layers, lr_groups="8e-4,2e-3,3e-3")

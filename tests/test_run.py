@@ -2,10 +2,12 @@
 input, interruption, --resume, notes.txt, and a small problem that really learns."""
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,21 +150,53 @@ def test_help_lists_every_field_with_default(capsys):
     assert "default: 7500" in out and "default: 0.001" in out
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_interrupted_run_leaves_no_final_info(tmp_path, jobs):
+def child_pids(pid):
+    """Live processes whose parent is pid (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("jobs,sig", [(1, signal.SIGINT), (2, signal.SIGINT), (2, signal.SIGTERM)])
+def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig):
     proc = subprocess.Popen([sys.executable, str(EXPERIMENT), "--out_dir=r", "--datasets=x_plus_y",
                              f"--num_seeds={jobs}", f"--jobs={jobs}", "--total_steps=100000"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (tmp_path / "r" / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    assert not (tmp_path / "r" / "final_info.json").exists()
-    assert not (tmp_path / "r" / "all_results.npy").exists()
-    assert "--resume" in err
+    workers = []
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "r" / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        workers = child_pids(proc.pid) if sys.platform == "linux" else []
+        assert jobs == 1 or workers or sys.platform != "linux"
+        proc.send_signal(sig)  # to the main process only, as `kill PID` does
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert not (tmp_path / "r" / "final_info.json").exists()
+        assert not (tmp_path / "r" / "all_results.npy").exists()
+        assert "--resume" in err
+        deadline = time.time() + 10
+        while any(alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(w) for w in workers), "worker processes outlived the run"
+    finally:  # never leave a 100000-update run behind, whatever failed above
+        for pid in [proc.pid, *workers]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_resume_runs_only_missing_units_and_gives_the_same_result(tmp_path):
