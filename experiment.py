@@ -15,9 +15,9 @@ Outputs in --out_dir (other tools parse the first two; keys are only ever added)
     units/            one JSON per finished (dataset, seed) unit, so --resume can skip it
 and a "## Run N" section appended to notes.txt beside the run folder.
 
-Baseline run_0 (README.md has the per-seed table): steps to 99% val accuracy x_plus_y 2650 +- 395,
-x_minus_y 4073 +- 167, x_div_y 4747 +- 283 (mean +- SE, 3 seeds); permutation generalises only at the
-very end, if at all (2 of 3 seeds at 7250 and 7390). 78 min for all 12 units on a 2-core CPU.
+Baseline run_0 (README.md has the per-seed table): steps to 99% val accuracy x_plus_y 2670 +- 390,
+x_minus_y 4093 +- 163, x_div_y 4743 +- 271 (mean +- SE, 3 seeds); permutation generalises only at the
+very end, if at all (2 of 3 seeds at 7210 and 7230). 62 min for all 12 units on a 2-core CPU.
 
 Where to edit for a new idea: each idea has one named function below, called from train_unit():
 param_groups (learning rates), init_weights, batch_size_at, lr_factor, regulariser, filter_gradients.
@@ -534,17 +534,20 @@ def default_jobs(cfg, n_units):
     return max(1, min(4, cores, n_units))
 
 
-_progress_queue = None
+_progress_queue = _parent_pid = None
 
 
-def _worker_init(threads, queue):
-    global _progress_queue
+def _worker_init(threads, queue, parent_pid):
+    global _progress_queue, _parent_pid
     torch.set_num_threads(threads)
-    _progress_queue = queue
+    _progress_queue, _parent_pid = queue, parent_pid
 
 
 def _worker_run(cfg, dataset, seed_index):
-    report = lambda done: _progress_queue.put(cfg.eval_every)  # noqa: E731
+    def report(done):  # every eval_every updates
+        if os.getppid() != _parent_pid:  # the main process was killed (kill -9, a launcher's
+            os._exit(1)                  # timeout): stop instead of training on as an orphan
+        _progress_queue.put(cfg.eval_every)
     return train_unit(cfg, dataset, seed_index, progress=report)
 
 
@@ -558,7 +561,8 @@ def run_units(cfg, units, jobs, on_result, bar=None):
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     queue = ctx.Queue()
-    with ctx.Pool(jobs, initializer=_worker_init, initargs=(cfg.threads, queue)) as pool:
+    init_args = (cfg.threads, queue, os.getpid())
+    with ctx.Pool(jobs, initializer=_worker_init, initargs=init_args) as pool:
         pending = [pool.apply_async(_worker_run, (cfg, d, s)) for d, s in units]
         while pending:
             time.sleep(0.2)
@@ -588,8 +592,11 @@ def write_atomic(path, write):
     """write(tmp_path) then rename: readers never see a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:  # interrupted or failed: no stray temporary file
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path, obj):
@@ -751,22 +758,26 @@ def run(cfg):
     return final_infos
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`), handled as Ctrl-C: the worker pool is terminated, finished units kept."""
+
+
 def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt  # as Ctrl-C: the worker pool is terminated, finished units are kept
+    raise Terminated
 
 
 def main(argv=None):
-    signal.signal(signal.SIGTERM, _on_sigterm)  # `kill PID` must not leave workers running
     try:
         cfg = parse_config(sys.argv[1:] if argv is None else argv)
         run(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("error: interrupted; finished units are in units/, rerun with --resume", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)  # `kill PID` must not leave workers running
     main()

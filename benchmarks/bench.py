@@ -4,8 +4,10 @@
 
 Measures ms per update and per evaluation (whole val split) of one unit, single-threaded as the
 workers run, for the fast and the plain forward; projects the full baseline (4 datasets x 3 seeds x
-7500 updates, eval every 10) for the default --jobs; then times a short multi-unit run of
-experiment.py at --jobs=1 and --jobs=2. Ratios within one run are what to compare across machines.
+7500 updates, eval every 10) for the default --jobs; on a CPU, measures the core's matmul rate and
+counts the matmul FLOPs of an update and an evaluation, giving the baseline's arithmetic floor (no
+overhead at all); then times a short multi-unit run of experiment.py at --jobs=1 and --jobs=2.
+Ratios within one run are what to compare across machines.
 """
 import itertools
 import os
@@ -58,7 +60,7 @@ def projected_baseline_s(per_dataset, cfg, jobs):
 
 
 def matmul_gflops(seconds=1.0):
-    """This core's single-thread fp32 matmul rate on a typical shape of the model (FFN, 1024 rows)."""
+    """This core's fp32 matmul rate (at the thread count set by the caller) on a typical shape of the model (FFN, 1024 rows)."""
     a, b = torch.randn(1024, 128), torch.randn(128, 512)
     a @ b
     start, n = time.perf_counter(), 0
@@ -109,16 +111,16 @@ def main():
             print(f"| {name} | {d} | {u:.1f} | {e:.0f} | {results[name] / 60:.1f} |")
     print(f"speedup of fast_forward over plain (projected baseline): "
           f"{results['plain'] / results['fast_forward']:.2f}x")
-    # The floor: the matmul arithmetic alone, at this core's measured matmul rate, no overhead.
-    rate = matmul_gflops()
-    flops = {d: unit_gflop(d, cfg) for d in ("x_plus_y", "permutation")}
-    floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3) for d, (u, e) in flops.items()},
-                                 cfg, jobs)
-    print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s; matmul GFLOP per update / "
-          f"eval: " + ", ".join(f"{d} {u:.2f} / {e:.2f}" for d, (u, e) in flops.items()))
-    print(f"arithmetic floor of the default baseline (matmuls only, at that rate, {jobs} jobs): "
-          f"{floor / 60:.1f} min; the fast_forward projection above is "
-          f"{results['fast_forward'] / floor:.2f}x the floor")
+    if device.type == "cpu":  # the floor: the matmul arithmetic alone at this core's rate
+        rate = matmul_gflops()
+        flops = {d: unit_gflop(d, cfg) for d in ("x_plus_y", "permutation")}
+        floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3)
+                                      for d, (u, e) in flops.items()}, cfg, jobs)
+        print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s; matmul GFLOP per "
+              f"update / eval: " + ", ".join(f"{d} {u:.2f} / {e:.2f}" for d, (u, e) in flops.items()))
+        print(f"arithmetic floor of the default baseline (matmuls only, at that rate, {jobs} jobs): "
+              f"{floor / 60:.1f} min; the fast_forward projection above is "
+              f"{results['fast_forward'] / floor:.2f}x the floor")
     walls = {j: time_jobs(j) for j in (1, 2)}
     print("| --jobs | wall s (4 units x 100 updates) | speedup |")
     print("|---|---|---|")

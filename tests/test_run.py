@@ -150,53 +150,68 @@ def test_help_lists_every_field_with_default(capsys):
     assert "default: 7500" in out and "default: 0.001" in out
 
 
-def child_pids(pid):
-    """Live processes whose parent is pid (Linux /proc)."""
+def proc_stat(pid):
+    """(parent pid, state, start time) of a live process, from Linux /proc; None once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), fields[0], fields[19]
+
+
+def pool_workers(pid):
+    """The spawned pool workers of process pid, as (pid, start time) pairs."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = proc_stat(entry.name)
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            spawned = b"spawn_main" in (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
+        if stat and stat[0] == pid and spawned:
+            found.append((int(entry.name), stat[2]))
     return found
 
 
-def alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def alive(worker):
+    stat = proc_stat(worker[0])
+    return stat is not None and stat[1] != "Z" and stat[2] == worker[1]  # not a reused pid
 
 
-@pytest.mark.parametrize("jobs,sig", [(1, signal.SIGINT), (2, signal.SIGINT), (2, signal.SIGTERM)])
+@pytest.mark.parametrize("jobs,sig", [(1, signal.SIGINT), (2, signal.SIGINT), (2, signal.SIGTERM),
+                                      (2, signal.SIGKILL)])
 def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig):
+    if jobs > 1 and sys.platform != "linux":
+        pytest.skip("finds worker processes through /proc")
     proc = subprocess.Popen([sys.executable, str(EXPERIMENT), "--out_dir=r", "--datasets=x_plus_y",
                              f"--num_seeds={jobs}", f"--jobs={jobs}", "--total_steps=100000"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers = []
     try:
-        deadline = time.time() + 60
-        while not (tmp_path / "r" / "config.json").exists() and time.time() < deadline:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+                (tmp_path / "r" / "config.json").exists() and len(workers) == (jobs if jobs > 1 else 0)):
             time.sleep(0.2)
+            workers = pool_workers(proc.pid) if jobs > 1 else []
+        assert (tmp_path / "r" / "config.json").exists() and len(workers) == (jobs if jobs > 1 else 0)
         time.sleep(1.0)
-        workers = child_pids(proc.pid) if sys.platform == "linux" else []
-        assert jobs == 1 or workers or sys.platform != "linux"
         proc.send_signal(sig)  # to the main process only, as `kill PID` does
         _, err = proc.communicate(timeout=60)
         assert proc.returncode != 0
         assert not (tmp_path / "r" / "final_info.json").exists()
         assert not (tmp_path / "r" / "all_results.npy").exists()
-        assert "--resume" in err
-        deadline = time.time() + 10
+        if sig != signal.SIGKILL:
+            assert "--resume" in err and proc.returncode == 128 + sig
+        deadline = time.time() + 60  # a worker notices a killed main within 10 updates
         while any(alive(w) for w in workers) and time.time() < deadline:
             time.sleep(0.2)
         assert not any(alive(w) for w in workers), "worker processes outlived the run"
     finally:  # never leave a 100000-update run behind, whatever failed above
-        for pid in [proc.pid, *workers]:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers:
+            if alive(w):
+                os.kill(w[0], signal.SIGKILL)
 
 
 def test_resume_runs_only_missing_units_and_gives_the_same_result(tmp_path):
