@@ -752,8 +752,8 @@ def run(cfg):
         "threads_per_job": cfg.threads, "versions": versions(),
         "unit_wall_time_s": {f"{d}_{s}": r["wall_time_s"] for (d, s), r in sorted(results.items())}})
     write_atomic(out / "all_results.npy", lambda tmp: save_npy(tmp, all_results))
+    notes = update_notes(cfg, final_infos)  # before final_info.json; a rerun never repeats it
     write_json(out / "final_info.json", final_infos)  # last: its presence means success
-    notes = update_notes(cfg, final_infos)
     print(f"wall_s: {time.perf_counter() - start:.1f}" + (f", notes: {notes}" if notes else ""))
     return final_infos
 

@@ -183,8 +183,11 @@ def alive(worker):
 def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig):
     if jobs > 1 and sys.platform != "linux":
         pytest.skip("finds worker processes through /proc")
+    # Caught signals must stop the pool themselves: with no record due, the workers' own check for
+    # a dead main process (what ends them after SIGKILL) cannot fire.
+    records = "--eval_every=10" if sig == signal.SIGKILL else "--eval_every=100000"
     proc = subprocess.Popen([sys.executable, str(EXPERIMENT), "--out_dir=r", "--datasets=x_plus_y",
-                             f"--num_seeds={jobs}", f"--jobs={jobs}", "--total_steps=100000"],
+                             f"--num_seeds={jobs}", f"--jobs={jobs}", "--total_steps=100000", records],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers = []
     try:
@@ -192,6 +195,7 @@ def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig
         while time.time() < deadline and not (
                 (tmp_path / "r" / "config.json").exists() and len(workers) == (jobs if jobs > 1 else 0)):
             time.sleep(0.2)
+            assert proc.poll() is None, proc.communicate()[1]
             workers = pool_workers(proc.pid) if jobs > 1 else []
         assert (tmp_path / "r" / "config.json").exists() and len(workers) == (jobs if jobs > 1 else 0)
         time.sleep(1.0)
@@ -202,13 +206,14 @@ def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig
         assert not (tmp_path / "r" / "all_results.npy").exists()
         if sig != signal.SIGKILL:
             assert "--resume" in err and proc.returncode == 128 + sig
-        deadline = time.time() + 60  # a worker notices a killed main within 10 updates
+        deadline = time.time() + 60  # a worker notices a killed main at its next record
         while any(alive(w) for w in workers) and time.time() < deadline:
             time.sleep(0.2)
         assert not any(alive(w) for w in workers), "worker processes outlived the run"
     finally:  # never leave a 100000-update run behind, whatever failed above
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         for w in workers:
             if alive(w):
                 os.kill(w[0], signal.SIGKILL)
