@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import experiment as E  # noqa: E402
 
+TIMED = ("x_plus_y", "permutation")  # the smallest and the largest vocabulary and val split
+
 
 def time_unit(dataset, cfg, updates=20, evals=2):
     """(ms per update, ms per evaluation) of one unit, through experiment.py's own functions."""
@@ -60,7 +62,8 @@ def projected_baseline_s(per_dataset, cfg, jobs):
 
 
 def matmul_gflops(seconds=1.0):
-    """This core's fp32 matmul rate (at the thread count set by the caller) on a typical shape of the model (FFN, 1024 rows)."""
+    """fp32 matmul GFLOP/s at the caller's thread count, on a typical shape of the model (the
+    FFN's first layer on 1024 rows)."""
     a, b = torch.randn(1024, 128), torch.randn(128, 512)
     a @ b
     start, n = time.perf_counter(), 0
@@ -105,7 +108,7 @@ def main():
     print("| variant | dataset | ms/update | ms/eval | projected baseline (min) |")
     print("|---|---|---|---|---|")
     for name, c in variants.items():
-        per_dataset = {d: time_unit(d, c) for d in ("x_plus_y", "permutation")}
+        per_dataset = {d: time_unit(d, c) for d in TIMED}
         results[name] = projected_baseline_s(per_dataset, c, jobs)
         for d, (u, e) in per_dataset.items():
             print(f"| {name} | {d} | {u:.1f} | {e:.0f} | {results[name] / 60:.1f} |")
@@ -113,7 +116,7 @@ def main():
           f"{results['plain'] / results['fast_forward']:.2f}x")
     if device.type == "cpu":  # the floor: the matmul arithmetic alone at this core's rate
         rate = matmul_gflops()
-        flops = {d: unit_gflop(d, cfg) for d in ("x_plus_y", "permutation")}
+        flops = {d: unit_gflop(d, cfg) for d in TIMED}
         floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3)
                                       for d, (u, e) in flops.items()}, cfg, jobs)
         print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s; matmul GFLOP per "
