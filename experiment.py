@@ -3,185 +3,131 @@ grokking-harness: train a small Transformer on algorithmic datasets and watch it
 
     python experiment.py --out_dir=run_0          # the baseline: 4 datasets x 3 seeds x 7500 updates
 
-Each (dataset, seed) unit trains a 2-layer post-norm Transformer (dim 128, 4 heads) with AdamW
-(lr 1e-3, betas (0.9, 0.98), weight decay 0.5, 50-update linear warm-up) on batches of 512 drawn
-with replacement from a seeded 50% split, and evaluates the WHOLE validation split every 10 updates.
-Datasets: x_plus_y, x_minus_y, x_div_y (mod 97) and composition of permutations of S5.
+This file is the science, read top to bottom: CONFIG, DATA, MODEL, OPTIMISATION (the named edit
+points), TRAINING AND EVALUATION. Each (dataset, seed) unit trains a 2-layer post-norm Transformer
+(dim 128, 4 heads) with AdamW (lr 1e-3, betas (0.9, 0.98), weight decay 0.5, 50-update linear
+warm-up) on batches of 512 drawn with replacement from a seeded 50% split, and evaluates the WHOLE
+validation split every 10 updates. Datasets: x_plus_y, x_minus_y, x_div_y (mod 97) and composition
+of permutations of S5.
 
-Outputs in --out_dir (other tools parse the first two; keys are only ever added):
-    final_info.json   {dataset: {"means", "stderrs", "final_info_dict"}}; written last, only on success
-    all_results.npy   pickled dict {dataset}_{seed}_final_info / _train_info / _val_info
-    config.json       the resolved configuration;  run_info.json  wall times, device, versions
-    units/            one JSON per finished (dataset, seed) unit, so --resume can skip it
-and a "## Run N" section appended to notes.txt beside the run folder.
+Where to edit for a new idea (one function each, called from train_step / build_unit):
+param_groups (learning rates), init_weights, batch_size_at, lr_factor, regulariser,
+filter_gradients, DecoderBlock / Transformer (the model), train_step (an idea that keeps state
+across updates keeps it in unit.state: Grokfast's filter does), evaluate (a new diagnostic: any
+number it returns is recorded and plotted). A new option is a Config field (bool, int, float, str,
+Literal, X | None or tuple) with its allowed values beside it.
 
-Baseline run_0 (README.md has the per-seed table): steps to 99% val accuracy x_plus_y 2670 +- 390,
-x_minus_y 4093 +- 163, x_div_y 4743 +- 271 (mean +- SE, 3 seeds); permutation generalises only at the
-very end, if at all (2 of 3 seeds at 7210 and 7230). 62 min for all 12 units on a 2-core CPU.
-
-Where to edit for a new idea: each idea has one named function below, called from train_unit():
-param_groups (learning rates), init_weights, batch_size_at, lr_factor, regulariser, filter_gradients.
+The run machinery (command line, workers, --resume, outputs, notes.txt, statistics) is harness.py,
+which no idea needs to touch. Outputs in --out_dir: final_info.json {dataset: {"means", "stderrs",
+"final_info_dict"}} (written last, only on success), all_results.npy ({dataset}_{seed}_final_info /
+_train_info / _val_info), config.json, run_info.json, units/; and a "## Run N" section in notes.txt.
 """
-
-import argparse
-import dataclasses
 import itertools
-import json
 import math
-import os
-import platform
-import re
-import signal
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import harness
+from harness import option, require
+
 # ---------------------------------------------------------------------------------------------
-# CONFIG: every hyperparameter, its default (the baseline) and its meaning. --key=value overrides.
+# CONFIG: every hyperparameter, its default (the baseline), meaning and allowed values.
 # ---------------------------------------------------------------------------------------------
 DATASETS = ("x_div_y", "x_minus_y", "x_plus_y", "permutation")
-INITS = ("default", "xavier", "he", "orthogonal", "kaiming_normal", "uniform")
-BATCH_SCHEDULES = ("constant", "linear", "exponential", "step")
-GROKFAST = ("none", "ema", "ma")
 UNIFORM_INIT_RANGE = 0.1  # --init=uniform draws every weight from U(-0.1, 0.1)
 
 
-def _f(default, help):
-    return field(default=default, metadata={"help": help})
+def known_datasets(text):
+    names = [d for d in text.split(",") if d]
+    unknown = [d for d in names if d not in DATASETS]
+    if not names or unknown or len(set(names)) != len(names):
+        return f"{'unknown ' + ','.join(unknown) + '; ' if unknown else ''}allowed: a comma-separated " \
+               f"list without repeats from {','.join(DATASETS)}"
+
+
+def is_prime(p):
+    return None if p >= 3 and all(p % k for k in range(2, math.isqrt(p) + 1)) else "must be a prime >= 3"
+
+
+def three_lrs(text):
+    try:
+        lrs = [float(v) for v in text.split(",")] if text else []
+    except ValueError:
+        lrs = None
+    if text and not (lrs and len(lrs) == 3 and all(math.isfinite(v) and v > 0 for v in lrs)):
+        return "must be three finite positive numbers EMB,LOWER,HIGHER"
 
 
 @dataclass(frozen=True)
 class Config:
-    # run
-    out_dir: str = _f("run_0", "folder for this run's outputs")
-    datasets: str = _f(",".join(DATASETS), f"comma-separated, from {','.join(DATASETS)}")
-    num_seeds: int = _f(3, "seeds per dataset; seed index s uses seed + s")
-    seed: int = _f(1337, "base seed; one seed drives split, initialisation and batch sampling")
-    device: str = _f("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-    jobs: int = _f(0, "units run at once in worker processes; 0 = auto (one per CPU core)")
-    threads: int = _f(1, "torch CPU threads per unit; fixed, because float results depend on "
-                         "it: any --jobs then gives identical numbers")
-    overwrite: bool = _f(False, "replace a finished run in out_dir (refused otherwise)")
-    resume: bool = _f(False, "keep the finished units in out_dir/units and run only the rest")
-    description: str = _f("", "Description: line for this run's notes.txt section")
+    # units: every dataset x num_seeds seeds; seed index s uses seed + s
+    datasets: str = option(",".join(DATASETS), f"comma-separated, from {','.join(DATASETS)}",
+                           check=known_datasets)
+    num_seeds: int = option(3, "seeds per dataset; seed index s uses seed + s", ok="[1, inf)")
+    seed: int = option(1337, "base seed; one seed drives split, initialisation and batch sampling",
+                       ok="[0, inf)")
     # data
-    prime: int = _f(97, "modulus of x_plus_y, x_minus_y, x_div_y (a prime >= 3)")
-    train_frac: float = _f(0.5, "fraction of all pairs in the train split, in (0, 1)")
+    prime: int = option(97, "modulus of x_plus_y, x_minus_y, x_div_y", check=is_prime)
+    train_frac: float = option(0.5, "fraction of all pairs in the train split", ok="(0, 1)")
     # model
-    num_layers: int = _f(2, "decoder blocks")
-    dim_model: int = _f(128, "width; the FFN is 4x wider")
-    num_heads: int = _f(4, "attention heads; must divide dim_model")
-    init: str = _f("default", f"weight initialisation: {'|'.join(INITS)}")
+    num_layers: int = option(2, "decoder blocks", ok="[1, inf)")
+    dim_model: int = option(128, "width; the FFN is 4x wider", ok="[1, inf)")
+    num_heads: int = option(4, "attention heads; must divide dim_model", ok="[1, inf)")
+    init: Literal["default", "xavier", "he", "orthogonal", "kaiming_normal", "uniform"] = option(
+        "default", "weight initialisation (init_weights)")
     # optimisation
-    total_steps: int = _f(7500, "optimizer updates per unit")
-    batch_size: int = _f(512, "train batch (with replacement); the final size of a batch schedule")
-    batch_schedule: str = _f("constant", f"{'|'.join(BATCH_SCHEDULES)}: batch_size_min -> batch_size")
-    batch_size_min: int = _f(32, "first batch size of a non-constant batch schedule")
-    lr: float = _f(1e-3, "AdamW learning rate")
-    lr_groups: str = _f("", "EMB,LOWER,HIGHER learning rates (embeddings / first half of the "
-                            "blocks / other blocks + final LayerNorm + head); empty = all at lr")
-    weight_decay: float = _f(0.5, "AdamW decoupled weight decay, on all parameters")
-    beta1: float = _f(0.9, "AdamW beta1")
-    beta2: float = _f(0.98, "AdamW beta2")
-    warmup_steps: int = _f(50, "linear warm-up: lr x min(step / warmup_steps, 1); 0 = none")
-    l1_weight: float = _f(0.0, "adds l1_weight x sum |p| over all parameters (unnormalised)")
-    grokfast: str = _f("none", f"gradient filter: {'|'.join(GROKFAST)}")
-    grokfast_alpha: float = _f(0.98, "EMA filter momentum, in [0, 1)")
-    grokfast_lamb: float = _f(2.0, "filter amplification: g <- g + lamb x filtered g")
-    grokfast_window: int = _f(100, "MA filter window, in updates")
+    total_steps: int = option(7500, "optimizer updates per unit", ok="[1, inf)")
+    batch_size: int = option(512, "train batch (with replacement); the final size of a batch "
+                                  "schedule", ok="[1, inf)")
+    batch_schedule: Literal["constant", "linear", "exponential", "step"] = option(
+        "constant", "batch_size_min -> batch_size over training (batch_size_at)")
+    batch_size_min: int = option(32, "first batch size of a non-constant batch schedule", ok="[1, inf)")
+    lr: float = option(1e-3, "AdamW learning rate", ok="(0, inf)")
+    lr_groups: str = option("", "EMB,LOWER,HIGHER learning rates (embeddings / first half of the "
+                                "blocks / other blocks + final LayerNorm + head); empty = all at lr",
+                            check=three_lrs)
+    weight_decay: float = option(0.5, "AdamW decoupled weight decay, on all parameters", ok="[0, inf)")
+    beta1: float = option(0.9, "AdamW beta1", ok="[0, 1)")
+    beta2: float = option(0.98, "AdamW beta2", ok="[0, 1)")
+    warmup_steps: int = option(50, "linear warm-up: lr x min(step / warmup_steps, 1); 0 = none",
+                               ok="[0, inf)")
+    l1_weight: float = option(0.0, "adds l1_weight x sum |p| over all parameters (unnormalised)",
+                              ok="[0, inf)")
+    grokfast: Literal["none", "ema", "ma"] = option("none", "gradient filter (filter_gradients)")
+    grokfast_alpha: float = option(0.98, "EMA filter momentum", ok="[0, 1)")
+    grokfast_lamb: float = option(2.0, "filter amplification: g <- g + lamb x filtered g")
+    grokfast_window: int = option(100, "MA filter window, in updates", ok="[1, inf)")
     # evaluation and speed
-    eval_every: int = _f(10, "updates between records; val metrics use the whole val split")
-    eval_batch_size: int = _f(1024, "examples per forward pass in evaluation (speed and memory "
-                                     "only; 1024 measured fastest on CPU)")
-    fast_forward: bool = _f(True, "exact shortcut: shared prefixes once, last block at the last "
-                                  "position only (see Transformer.forward_fast); false = plain")
-    compile: bool = _f(False, "torch.compile the forward: 7-20% faster CPU updates, 20-45% faster "
-                              "evaluations (measured) after about a minute of compiling per "
-                              "process and dataset shape; equal to float tolerance, not bitwise")
+    eval_every: int = option(10, "updates between records; val metrics use the whole val split",
+                             ok="[1, inf)")
+    eval_batch_size: int = option(1024, "examples per forward pass in evaluation (speed and memory "
+                                        "only; 1024 measured fastest on CPU)", ok="[1, inf)")
+    fast_forward: bool = option(True, "exact shortcut (Transformer.forward_fast), checked against "
+                                      "the plain forward at the start of each unit; false = plain")
+    compile: bool = option(False, "torch.compile the forward: 7-20% faster CPU updates, 20-45% "
+                                  "faster evaluations (measured) after about a minute of compiling "
+                                  "per process and dataset shape; equal to float tolerance")
 
-
-class ConfigError(ValueError):
-    """Bad input: reported as one line on stderr, exit code 2."""
-
-
-def dataset_list(cfg):
-    return [d for d in cfg.datasets.split(",") if d]
-
-
-def lr_group_values(cfg):
-    return [float(v) for v in cfg.lr_groups.split(",")] if cfg.lr_groups else []
-
-
-def validate(cfg):
-    """Raise ConfigError naming the first bad value and what is allowed."""
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
-    names = dataset_list(cfg)
-    need(names, "--datasets is empty; allowed: " + ",".join(DATASETS))
-    for d in names:
-        need(d in DATASETS, f"--datasets: unknown dataset {d!r}; allowed: {','.join(DATASETS)}")
-    need(len(set(names)) == len(names), f"--datasets lists a dataset twice: {cfg.datasets!r}")
-    for key in ("num_seeds", "threads", "total_steps", "batch_size", "batch_size_min", "eval_every",
-                "eval_batch_size", "num_layers", "dim_model", "num_heads", "grokfast_window"):
-        need(getattr(cfg, key) > 0, f"--{key}={getattr(cfg, key)} must be a positive integer")
-    need(0 < cfg.train_frac < 1, f"--train_frac={cfg.train_frac} must be in (0, 1)")
-    need(cfg.prime >= 3 and all(cfg.prime % k for k in range(2, math.isqrt(cfg.prime) + 1)),
-         f"--prime={cfg.prime} must be a prime >= 3")
-    need(cfg.dim_model % cfg.num_heads == 0,
-         f"--dim_model={cfg.dim_model} must be divisible by --num_heads={cfg.num_heads}")
-    need(cfg.lr > 0, f"--lr={cfg.lr} must be > 0")
-    for key in ("weight_decay", "warmup_steps", "l1_weight", "jobs"):
-        need(getattr(cfg, key) >= 0, f"--{key}={getattr(cfg, key)} must be >= 0")
-    need(0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
-    need(0 <= cfg.grokfast_alpha < 1, f"--grokfast_alpha={cfg.grokfast_alpha} must be in [0, 1)")
-    for key, allowed in (("init", INITS), ("batch_schedule", BATCH_SCHEDULES), ("grokfast", GROKFAST)):
-        need(getattr(cfg, key) in allowed,
-             f"--{key}={getattr(cfg, key)!r} is unknown; allowed: {'|'.join(allowed)}")
-    need(cfg.batch_size_min <= cfg.batch_size,
-         f"--batch_size_min={cfg.batch_size_min} must be <= --batch_size={cfg.batch_size}")
-    try:
-        groups = lr_group_values(cfg)
-    except ValueError:
-        raise ConfigError(f"--lr_groups={cfg.lr_groups!r} must be three numbers EMB,LOWER,HIGHER")
-    need(not cfg.lr_groups or (len(groups) == 3 and min(groups) > 0),
-         f"--lr_groups={cfg.lr_groups!r} must be three positive numbers EMB,LOWER,HIGHER")
-    need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device),
-         f"--device={cfg.device!r} is unknown; allowed: auto|cpu|cuda|cuda:N|mps")
-
-
-def parse_bool(text):
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (true|false)")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def parse_config(argv):
-    """--key=value / --key value for every Config field; bare --flag sets a bool to true."""
-    parser = OneLineParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Config):
-        kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
-        extra = {"nargs": "?", "const": True} if kind is parse_bool else {}
-        parser.add_argument(f"--{f.name}", type=kind, default=f.default,
-                            help=f.metadata["help"].replace("%", "%%"), **extra)
-    cfg = Config(**vars(parser.parse_args(argv)))
-    validate(cfg)
-    return cfg
+    def check(self):
+        """Rules between fields; each failure is one line on stderr and exit 2."""
+        require(self.dim_model % self.num_heads == 0,
+                f"--dim_model={self.dim_model} must be divisible by --num_heads={self.num_heads}")
+        require(self.batch_size_min <= self.batch_size,
+                f"--batch_size_min={self.batch_size_min} must be <= --batch_size={self.batch_size}")
+        small = []
+        for name in filter(None, self.datasets.split(",")):
+            pairs = len(operation_table(name, self.prime)[3])
+            train = int(pairs * self.train_frac)
+            require(0 < train < pairs, f"--train_frac={self.train_frac} leaves an empty split of "
+                                       f"{name}'s {pairs} pairs")
+            small += [f"{name}'s {train}"] if self.batch_size > train else []
+        if small:  # allowed (batches are drawn with replacement), but slow and unusual
+            harness.warn(f"--batch_size={self.batch_size} exceeds the train split ({', '.join(small)} "
+                         "examples); each batch repeats examples")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +157,7 @@ def operation_table(name, prime):
         inverse = torch.tensor([pow(int(x), prime - 2, prime) for x in b])  # Fermat: b^(p-2) = b^-1
         c = (a * inverse) % prime
     else:
-        raise ConfigError(f"unknown dataset {name!r}; allowed: {','.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; allowed: {','.join(DATASETS)}")
     return prime, a, b, c
 
 
@@ -221,8 +167,6 @@ def make_dataset(name, cfg, seed, device):
     tokens = torch.stack([a + 2, torch.zeros_like(a), b + 2, torch.ones_like(a)], dim=1)  # (N, 4)
     order = torch.randperm(len(c), generator=torch.Generator().manual_seed(seed))
     n_train = int(len(c) * cfg.train_frac)
-    if not 0 < n_train < len(c):
-        raise ConfigError(f"--train_frac={cfg.train_frac} leaves an empty split of {len(c)} pairs")
     train, val = order[:n_train], order[n_train:]
     return {"name": name, "vocab_size": num_elements + len(SPECIAL_TOKENS),
             "num_classes": num_elements,
@@ -357,7 +301,7 @@ def param_groups(model, cfg):
     lower = [p for block in model.blocks[:n_lower] for p in block.parameters()]
     higher = [p for block in model.blocks[n_lower:] for p in block.parameters()]
     higher += [*model.final_norm.parameters(), *model.head.parameters()]
-    groups = zip(("embeddings", "lower", "higher"), (emb, lower, higher), lr_group_values(cfg))
+    groups = zip(("embeddings", "lower", "higher"), (emb, lower, higher), map(float, cfg.lr_groups.split(",")))
     return [{"name": n, "params": ps, "lr": lr} for n, ps, lr in groups if ps]
 
 
@@ -429,23 +373,26 @@ def filter_gradients(model, state, cfg):
 # ---------------------------------------------------------------------------------------------
 # TRAINING AND EVALUATION: one (dataset, seed) unit.
 # ---------------------------------------------------------------------------------------------
-def resolve_device(name):
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+@dataclass
+class Unit:
+    """What one unit trains: its data, model, optimizer, forward, and `state`, the one place for
+    an idea that keeps state across updates (Grokfast's filter; an EMA of weights; SAM's ascent)."""
+    data: dict
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    logits_fn: callable
+    state: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
-def evaluate(model, logits_fn, x, y, batch_size):
-    """Loss, accuracy and grokking diagnostics over the whole split."""
+def evaluate(unit, x, y, batch_size):
+    """Loss, accuracy and grokking diagnostics over the whole split. Every number returned here
+    is recorded in val_info and drawn by plot.py."""
+    model = unit.model
     model.eval()
     loss_sum = correct = saturated = 0.0
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        logits = logits_fn(xb).float()
+        logits = unit.logits_fn(xb).float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(-1) == yb).sum()
         saturated += (logits.softmax(-1).amax(-1) == 1.0).sum()  # softmax collapse in float32
@@ -456,329 +403,63 @@ def evaluate(model, logits_fn, x, y, batch_size):
             "weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item()}
 
 
-def build_unit(cfg, dataset, seed, device):
-    """One unit's data, model, optimizer and forward function; `seed` drives split and init."""
-    data = make_dataset(dataset, cfg, seed, device)
-    torch.manual_seed(seed)
-    model = Transformer(cfg, data["vocab_size"], data["num_classes"]).to(device)
+def build_unit(cfg, dataset, run):
+    """One unit's data, model, optimizer and forward; run.seed drives split and initialisation.
+    The fast forward is used only where run.choose_forward finds it equal to the plain one."""
+    data = make_dataset(dataset, cfg, run.seed, run.device)
+    torch.manual_seed(run.seed)
+    model = Transformer(cfg, data["vocab_size"], data["num_classes"]).to(run.device)
     init_weights(model, cfg.init)
-    optimizer = make_optimizer(model, cfg)
-    logits_fn = model.forward_fast if cfg.fast_forward else model
+    logits_fn = model
+    if cfg.fast_forward:
+        x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
+        logits_fn = run.choose_forward(model, model.forward_fast, model, x, y, F.cross_entropy)
     if cfg.compile:
         logits_fn = torch.compile(logits_fn)
-    return data, model, optimizer, logits_fn
+    return Unit(data, model, make_optimizer(model, cfg), logits_fn)
 
 
-def train_step(cfg, step, model, logits_fn, optimizer, filter_state, x, y):
+def train_step(cfg, step, unit, x, y):
     """One update, the ideas in order: lr schedule, loss + regulariser, backward, gradient
     filter, optimizer step. Returns the logits and cross-entropy for the train metrics."""
+    model, optimizer = unit.model, unit.optimizer
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, cfg)
-    logits = logits_fn(x)
+    logits = unit.logits_fn(x)
     loss = F.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)
     (loss + regulariser(model, cfg)).backward()
-    filter_gradients(model, filter_state, cfg)
+    filter_gradients(model, unit.state.setdefault("grokfast", {}), cfg)
     optimizer.step()
     return logits, loss
 
 
-def train_unit(cfg, dataset, seed_index, progress=None):
-    """Train one (dataset, seed) unit; returns its final_info, train_info and val_info."""
-    start, seed = time.perf_counter(), cfg.seed + seed_index
-    device = resolve_device(cfg.device)
-    data, model, optimizer, logits_fn = build_unit(cfg, dataset, seed, device)
-    sampler = torch.Generator(device=device).manual_seed(seed)
-    filter_state, train_info, val_info = {}, [], []
+def train_unit(cfg, dataset, seed_index, run):
+    """Train one (dataset, seed) unit. `run` (harness.UnitRun) gives the device and seed, keeps
+    the records (stopping a unit whose loss is no longer finite) and makes the result."""
+    unit = build_unit(cfg, dataset, run)
+    data, device = unit.data, run.device
+    sampler = torch.Generator(device=device).manual_seed(run.seed)
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     for step in range(cfg.total_steps):
         idx = torch.randint(len(data["train_y"]), (batch_size_at(step, cfg),), device=device,
                             generator=sampler)
         x, y = data["train_x"][idx], data["train_y"][idx]
-        logits, loss = train_step(cfg, step, model, logits_fn, optimizer, filter_state, x, y)
+        logits, loss = train_step(cfg, step, unit, x, y)
         # Train metrics come from the update's own forward pass, summed on the device (no sync).
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(-1) == y).sum()
         seen += len(y)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.total_steps:
-            train_info.append({"step": done, "train_loss": (loss_sum / seen).item(),
-                               "train_accuracy": (correct / seen).item()})
-            val = evaluate(model, logits_fn, data["val_x"], data["val_y"], cfg.eval_batch_size)
-            val_info.append({"step": done, **val})
+            train = {"step": done, "train_loss": (loss_sum / seen).item(),
+                     "train_accuracy": (correct / seen).item()}
+            val = {"step": done, **evaluate(unit, data["val_x"], data["val_y"], cfg.eval_batch_size)}
+            if not run.record(train, val):
+                break  # diverged: the harness reports it and nulls the final values
             loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-            if progress:
-                progress(done)
-    reached = [r["step"] for r in val_info if r["val_accuracy"] > 0.99]
-    final_info = {"final_train_loss": train_info[-1]["train_loss"],
-                  "final_val_loss": val_info[-1]["val_loss"],
-                  "final_train_acc": train_info[-1]["train_accuracy"],
-                  "final_val_acc": val_info[-1]["val_accuracy"],
-                  "step_val_acc_99": reached[0] if reached else cfg.total_steps}
-    return {"dataset": dataset, "seed_index": seed_index, "seed": seed, "final_info": final_info,
-            "train_info": train_info, "val_info": val_info,
-            "wall_time_s": time.perf_counter() - start, "device": str(device),
-            "torch_threads": torch.get_num_threads()}
-
-
-# ---------------------------------------------------------------------------------------------
-# RUNNING UNITS: in this process (--jobs=1) or in worker processes, results identical either way.
-# ---------------------------------------------------------------------------------------------
-def default_jobs(cfg, n_units):
-    """CPU: workers x threads = cores; single-threaded workers beat one multi-threaded process
-    for these small matrices. GPU: a few units share the device (not yet measured)."""
-    if cfg.jobs:
-        return min(cfg.jobs, n_units)
-    cores = os.cpu_count() or 1
-    if resolve_device(cfg.device).type == "cpu":
-        return max(1, min(cores // cfg.threads, n_units))
-    return max(1, min(4, cores, n_units))
-
-
-_progress_queue = _parent_pid = None
-
-
-def _worker_init(threads, queue, parent_pid):
-    global _progress_queue, _parent_pid
-    torch.set_num_threads(threads)
-    _progress_queue, _parent_pid = queue, parent_pid
-
-
-def _worker_run(cfg, dataset, seed_index):
-    def report(done):  # every eval_every updates
-        if os.getppid() != _parent_pid:  # the main process was killed (kill -9, a launcher's
-            os._exit(1)                  # timeout): stop instead of training on as an orphan
-        _progress_queue.put(cfg.eval_every)
-    return train_unit(cfg, dataset, seed_index, progress=report)
-
-
-def run_units(cfg, units, jobs, on_result, bar=None):
-    """Run (dataset, seed_index) units, calling on_result(result) as each one finishes."""
-    if jobs == 1:
-        torch.set_num_threads(cfg.threads)
-        for dataset, s in units:
-            on_result(train_unit(cfg, dataset, s, progress=bar and (lambda d: bar.update(cfg.eval_every))))
-        return
-    import multiprocessing as mp
-    ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
-    queue = ctx.Queue()
-    init_args = (cfg.threads, queue, os.getpid())
-    with ctx.Pool(jobs, initializer=_worker_init, initargs=init_args) as pool:
-        pending = [pool.apply_async(_worker_run, (cfg, d, s)) for d, s in units]
-        while pending:
-            time.sleep(0.2)
-            while not queue.empty():
-                step = queue.get()
-                if bar:
-                    bar.update(step)
-            for job in [j for j in pending if j.ready()]:
-                pending.remove(job)
-                on_result(job.get())  # re-raises a worker's exception here
-
-
-# ---------------------------------------------------------------------------------------------
-# OUTPUTS: per-unit files as units finish, then all_results.npy and (last) final_info.json.
-# ---------------------------------------------------------------------------------------------
-RUN_CONTROL_KEYS = ("out_dir", "jobs", "overwrite", "resume", "description")
-
-
-def standard_error(values):
-    """Standard error of the mean: sample standard deviation (ddof=1) / sqrt(n); 0 when n = 1.
-    The one helper for experiment.py and plot.py; NaN values propagate."""
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-
-
-def write_atomic(path, write):
-    """write(tmp_path) then rename: readers never see a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:  # interrupted or failed: no stray temporary file
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path, obj):
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-def save_npy(path, obj):
-    with open(path, "wb") as f:  # a file object: np.save would append .npy to a temporary name
-        np.save(f, obj, allow_pickle=True)
-
-
-def unit_path(out_dir, dataset, seed_index):
-    return Path(out_dir) / "units" / f"{dataset}_{seed_index}.json"
-
-
-def aggregate(cfg, results):
-    """final_info.json's dict and all_results.npy's dict, from every unit's result."""
-    final_infos, all_results = {}, {}
-    for dataset in dataset_list(cfg):
-        runs = [results[(dataset, s)] for s in range(cfg.num_seeds)]
-        per_seed = {k: [r["final_info"][k] for r in runs] for k in runs[0]["final_info"]}
-        final_infos[dataset] = {
-            "means": {f"{k}_mean": float(np.mean(v)) for k, v in per_seed.items()},
-            "stderrs": {f"{k}_stderr": standard_error(v) for k, v in per_seed.items()},
-            "final_info_dict": per_seed}
-        for r in runs:
-            for part in ("final_info", "train_info", "val_info"):
-                all_results[f"{dataset}_{r['seed_index']}_{part}"] = r[part]
-    return final_infos, all_results
-
-
-def prepare_out_dir(cfg):
-    """Refuse to clobber a finished run; a run being redone never looks complete."""
-    out = Path(cfg.out_dir)
-    if (out / "final_info.json").exists() and not cfg.overwrite:
-        raise ConfigError(f"--out_dir={cfg.out_dir} already holds final_info.json; "
-                          "pass --overwrite to replace it or choose another out_dir")
-    (out / "final_info.json").unlink(missing_ok=True)
-    (out / "units").mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        for f in (out / "units").glob("*.json"):
-            f.unlink()
-    write_json(out / "config.json", dataclasses.asdict(cfg))
-
-
-def load_finished(cfg):
-    """--resume: results of units already in out_dir/units, checked against this config."""
-    finished, mine = {}, {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_CONTROL_KEYS}
-    for dataset in dataset_list(cfg):
-        for s in range(cfg.num_seeds):
-            path = unit_path(cfg.out_dir, dataset, s)
-            if cfg.resume and path.exists():
-                result = json.loads(path.read_text())
-                theirs = {k: v for k, v in result["config"].items() if k not in RUN_CONTROL_KEYS}
-                if theirs != mine:
-                    diff = sorted(k for k in mine if theirs.get(k) != mine[k])
-                    raise ConfigError(f"--resume: {path} was made with other settings ({', '.join(diff)})")
-                finished[(dataset, s)] = result
-    return finished
-
-
-def versions():
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
-
-
-def unit_line(r):
-    """One grep-friendly stdout line per finished unit."""
-    fi = r["final_info"]
-    return (f"{r['dataset']}_{r['seed_index']}: " + ", ".join(
-        f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in fi.items())
-        + f", wall_s: {r['wall_time_s']:.1f}")
-
-
-# ---------------------------------------------------------------------------------------------
-# NOTES: the lab notebook beside the run folders; text is only ever appended.
-# ---------------------------------------------------------------------------------------------
-NOTES_HEADER = ("# Title: Grokking on algorithmic datasets\n"
-                "# Experiment description: (the idea this series of runs tests)\n")
-
-
-def run_number(out_dir):
-    match = re.fullmatch(r"run_(\d+)", Path(out_dir).resolve().name)
-    return int(match.group(1)) if match else None
-
-
-def notes_section(number, means, description):
-    title = "Baseline" if number == 0 else (description.split(".")[0][:60] if description else "")
-    text = f"## Run {number}" + (f": {title}" if title else "") + "\n"
-    text += f"Results: {means}\n"
-    text += f"Description: {description or ('Baseline results.' if number == 0 else '')}\n"
-    return text
-
-
-def append_section(text, section):
-    """Sections stand a blank line apart; the first follows the bare header directly."""
-    if text == NOTES_HEADER or text.endswith("\n\n"):
-        return text + section
-    return text + ("\n" if text.endswith("\n") else "\n\n") + section
-
-
-def update_notes(cfg, final_infos):
-    """Create notes.txt beside the run folder if missing (with Run 0 when run_0 exists), then
-    append this run's section unless notes.txt already has its heading. Returns the path."""
-    number = run_number(cfg.out_dir)
-    if number is None:
-        return None
-    notes = Path(cfg.out_dir).resolve().parent / "notes.txt"
-    means = {k: v["means"] for k, v in final_infos.items()}
-    text = notes.read_text() if notes.exists() else NOTES_HEADER
-    if not notes.exists() and number != 0:
-        run0 = notes.parent / "run_0" / "final_info.json"
-        if run0.exists():
-            base = {k: v["means"] for k, v in json.loads(run0.read_text()).items()}
-            text = append_section(text, notes_section(0, base, "Baseline results."))
-    if not re.search(rf"^## Run {number}\b", text, flags=re.M):
-        text = append_section(text, notes_section(number, means, cfg.description))
-    write_atomic(notes, lambda tmp: tmp.write_text(text))
-    return notes
-
-
-# ---------------------------------------------------------------------------------------------
-# MAIN
-# ---------------------------------------------------------------------------------------------
-def run(cfg):
-    start = time.perf_counter()
-    prepare_out_dir(cfg)
-    results = load_finished(cfg)
-    todo = [(d, s) for d in dataset_list(cfg) for s in range(cfg.num_seeds) if (d, s) not in results]
-    jobs = default_jobs(cfg, max(len(todo), 1))
-    device = resolve_device(cfg.device)
-    print(f"device: {device}, jobs: {jobs}, threads_per_job: {cfg.threads}, "
-          f"units: {len(todo)} to run, {len(results)} resumed", flush=True)
-    bar = None
-    if sys.stderr.isatty() and todo:
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo) * cfg.total_steps, unit="update", file=sys.stderr)
-
-    def on_result(result):
-        result["config"] = dataclasses.asdict(cfg)
-        write_json(unit_path(cfg.out_dir, result["dataset"], result["seed_index"]), result)
-        results[(result["dataset"], result["seed_index"])] = result
-        print(unit_line(result), flush=True)
-
-    run_units(cfg, todo, jobs, on_result, bar)
-    if bar:
-        bar.close()
-    final_infos, all_results = aggregate(cfg, results)
-    out = Path(cfg.out_dir)
-    write_json(out / "run_info.json", {
-        "wall_time_s": time.perf_counter() - start, "device": str(device), "jobs": jobs,
-        "threads_per_job": cfg.threads, "versions": versions(),
-        "unit_wall_time_s": {f"{d}_{s}": r["wall_time_s"] for (d, s), r in sorted(results.items())}})
-    write_atomic(out / "all_results.npy", lambda tmp: save_npy(tmp, all_results))
-    notes = update_notes(cfg, final_infos)  # before final_info.json; a rerun never repeats it
-    write_json(out / "final_info.json", final_infos)  # last: its presence means success
-    print(f"wall_s: {time.perf_counter() - start:.1f}" + (f", notes: {notes}" if notes else ""))
-    return final_infos
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill PID`), handled as Ctrl-C: the worker pool is terminated, finished units kept."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated
-
-
-def main(argv=None):
-    try:
-        cfg = parse_config(sys.argv[1:] if argv is None else argv)
-        run(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as e:
-        print("error: interrupted; finished units are in units/, rerun with --resume", file=sys.stderr)
-        sys.exit(143 if isinstance(e, Terminated) else 130)
+    return run.result()
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_sigterm)  # `kill PID` must not leave workers running
-    main()
+    harness.main(Config, train_unit)

@@ -6,7 +6,7 @@ plot.py: figures and tables for every finished run_* folder in the current (proj
 
 Per dataset: train_loss_{d}, val_loss_{d}, train_acc_{d}, val_acc_{d} (+ weight_norm_{d} and
 softmax_collapse_{d} when val_info records them): one line per run = mean over seeds, band =
-+-1 standard error (experiment.standard_error per step), a diamond at the run's mean step to 99%
++-1 standard error (grokstats.standard_error per step), a diamond at the run's mean step to 99%
 val accuracy when every seed reached it. summary_plot: final val accuracy and steps to 99% per run
 and dataset. results.md / results.tex: the same numbers as tables (\\input{results.tex} in a paper).
 
@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from experiment import standard_error
+import grokstats
 
 # Run folder -> legend label, e.g. {"run_0": "Baseline", "run_3": "Grokfast EMA"}.
 # Non-empty: only these runs are plotted, in this order. Empty: every run, labels from notes.txt.
@@ -200,6 +200,12 @@ def seed_curves(run, dataset, part, key):
     return curves
 
 
+def standard_error(values):
+    """grokstats.standard_error, with NaN where it has none (a NaN or missing value)."""
+    se = grokstats.standard_error(values)
+    return math.nan if se is None else se
+
+
 def mean_se_curve(curves):
     """(steps, mean, se) over seeds at the steps every seed recorded; se is experiment.py's
     standard_error per step (0 for one seed, NaN propagates). Empty arrays if no common step."""
@@ -275,11 +281,30 @@ def legend_below(ax, handles, run_labels):
               ncol=legend_columns(run_labels, FIGSIZE[0], 2))
 
 
-def plot_curves(runs, dataset, metric, path, always=False):
+def recorded_metrics(runs, dataset):
+    """{metric: (part, key, title, y label, log)}: METRICS, DIAGNOSTICS, then every other numeric
+    key of the train_info / val_info records (a diagnostic an edited evaluate() returns)."""
+    found = {**METRICS, **DIAGNOSTICS}  # a diagnostic with no finite value is left out when drawn
+    known = {(part, key) for part, key, *_ in (*METRICS.values(), *DIAGNOSTICS.values())}
+    for run in runs:
+        for seed in seeds_of(run, dataset):
+            for part in ("train_info", "val_info"):
+                for row in records(run, dataset, seed, part)[:1] + records(run, dataset, seed, part)[-1:]:
+                    for key, value in row.items():
+                        numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+                        if key == "step" or not (numeric or value is None) or (part, key) in known:
+                            continue
+                        known.add((part, key))
+                        found[key if key not in found else f"{part}_{key}"] = (
+                            part, key, key.replace("_", " ").capitalize(), key, False)
+    return found
+
+
+def plot_curves(runs, dataset, metric, path, always=False, spec=None):
     """One metric against update step: mean over seeds +- 1 SE per run, diamonds at the mean
     step to 99% val accuracy of runs whose seeds all reached it. With nothing finite to draw:
     False, after writing a figure that says so when `always` (the four promised files)."""
-    part, key, title, ylabel, log = {**METRICS, **DIAGNOSTICS}[metric]
+    part, key, title, ylabel, log = spec or {**METRICS, **DIAGNOSTICS}[metric]
     with rc_context(RC):
         fig = Figure(figsize=FIGSIZE)
         ax = fig.add_subplot()
@@ -526,9 +551,9 @@ def write_figures(runs, datasets, out, ext):
     written = []
     for dataset in datasets:
         present = [r for r in runs if dataset in r.datasets]
-        for metric in (*METRICS, *DIAGNOSTICS):
+        for metric, spec in recorded_metrics(present, dataset).items():
             path = out / f"{metric}_{dataset}.{ext}"
-            drawn = plot_curves(present, dataset, metric, path, always=metric in METRICS)
+            drawn = plot_curves(present, dataset, metric, path, always=metric in METRICS, spec=spec)
             if not drawn and metric in METRICS:
                 warn(f"no finite {metric} values for {dataset}; {path.name} is empty")
             if drawn or metric in METRICS:

@@ -23,24 +23,26 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import experiment as E  # noqa: E402
+import harness  # noqa: E402
 
-TIMED = ("x_plus_y", "permutation")  # the smallest and the largest vocabulary and val split
+TIMED = ("x_plus_y", "permutation")
+DEVICE = "auto"  # the smallest and the largest vocabulary and val split
 
 
 def time_unit(dataset, cfg, updates=20, evals=2):
     """(ms per update, ms per evaluation) of one unit, through experiment.py's own functions."""
-    device = E.resolve_device(cfg.device)
-    data, model, optimizer, fn = E.build_unit(cfg, dataset, cfg.seed, device)
+    device = harness.resolve_device(DEVICE)
+    unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, device))
+    data = unit.data
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    filter_state, steps = {}, itertools.count()
+    steps = itertools.count()
 
     def update():
         idx = torch.randint(len(data["train_y"]), (cfg.batch_size,), device=device)
-        E.train_step(cfg, next(steps), model, fn, optimizer, filter_state,
-                     data["train_x"][idx], data["train_y"][idx])
+        E.train_step(cfg, next(steps), unit, data["train_x"][idx], data["train_y"][idx])
 
     def evaluate():
-        E.evaluate(model, fn, data["val_x"], data["val_y"], cfg.eval_batch_size)
+        E.evaluate(unit, data["val_x"], data["val_y"], cfg.eval_batch_size)
 
     timings = []
     for step, n in ((update, updates), (evaluate, evals)):
@@ -75,12 +77,13 @@ def matmul_gflops(seconds=1.0):
 
 def unit_gflop(dataset, cfg):
     """Matmul GFLOP of one update and of one evaluation, counted by torch's FlopCounterMode."""
-    data, model, optimizer, fn = E.build_unit(cfg, dataset, cfg.seed, torch.device("cpu"))
+    unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, "cpu"))
+    data = unit.data
     x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
     with FlopCounterMode(display=False) as update:
-        E.train_step(cfg, 100, model, fn, optimizer, {}, x, y)
+        E.train_step(cfg, 100, unit, x, y)
     with FlopCounterMode(display=False) as evaluation:
-        E.evaluate(model, fn, data["val_x"], data["val_y"], cfg.eval_batch_size)
+        E.evaluate(unit, data["val_x"], data["val_y"], cfg.eval_batch_size)
     return update.get_total_flops() / 1e9, evaluation.get_total_flops() / 1e9
 
 
@@ -97,10 +100,11 @@ def time_jobs(jobs, steps=100):
 def main():
     torch.set_num_threads(1)
     cfg = E.Config()
-    device = E.resolve_device(cfg.device)
-    jobs = E.default_jobs(cfg, len(E.DATASETS) * cfg.num_seeds)
+    opts = harness.RunOptions(device=DEVICE)
+    device = harness.resolve_device(opts.device)
+    jobs = harness.default_jobs(opts, len(E.DATASETS) * cfg.num_seeds)
     print(f"device: {device}, cpu_count: {os.cpu_count()}, torch: {torch.__version__}, "
-          f"default jobs: {jobs}, threads per job: {cfg.threads}")
+          f"default jobs: {jobs}, threads per job: {opts.threads}")
     variants = {"fast_forward": cfg, "plain": E.Config(fast_forward=False)}
     if "--compile" in sys.argv:
         variants["fast_forward+compile"] = E.Config(compile=True)

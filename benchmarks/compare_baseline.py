@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiment import standard_error  # noqa: E402
+from grokstats import standard_error  # noqa: E402
 
 PUBLISHED_A = {"x_div_y": [3910, 4220, 4470], "x_minus_y": [4910, 4350, 4900],
                "x_plus_y": [2960, 1620, 2510], "permutation": None}

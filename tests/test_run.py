@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import harness
+
 from helpers import EXPERIMENT, TINY, run_experiment
 
 DATASETS = ["x_plus_y", "permutation"]
 FINAL_KEYS = ["final_train_loss", "final_val_loss", "final_train_acc", "final_val_acc",
-              "step_val_acc_99"]
+              "step_val_acc_99"]  # the AI-Scientist keys, first and in this order
+ADDED_KEYS = ["diverged", "step_train_acc_99", "grokked", "grok_delay", "final_val_acc_tail",
+              "sustained"]  # the statistics added after them (grokstats.unit_statistics)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +37,12 @@ def test_final_info_json_contract(tiny_run):
     assert list(info) == DATASETS and list(means) == DATASETS
     for dataset, entry in info.items():
         assert list(entry) == ["means", "stderrs", "final_info_dict"]
-        assert list(entry["means"]) == [f"{k}_mean" for k in FINAL_KEYS]
-        assert list(entry["stderrs"]) == [f"{k}_stderr" for k in FINAL_KEYS]
-        assert list(entry["final_info_dict"]) == FINAL_KEYS
-        for k, values in entry["final_info_dict"].items():
+        assert list(entry["means"]) == [f"{k}_mean" for k in FINAL_KEYS + ADDED_KEYS] + [
+            "step_val_acc_99_km_median"]
+        assert list(entry["stderrs"]) == [f"{k}_stderr" for k in FINAL_KEYS + ADDED_KEYS]
+        assert list(entry["final_info_dict"]) == FINAL_KEYS + ADDED_KEYS
+        for k in FINAL_KEYS:
+            values = entry["final_info_dict"][k]
             assert len(values) == 2
             assert entry["means"][f"{k}_mean"] == pytest.approx(np.mean(values))
             se = np.std(values, ddof=1) / math.sqrt(2)  # the documented standard error
@@ -56,7 +62,7 @@ def test_all_results_npy_contract(tiny_run):
             assert all({"step", "val_loss", "val_accuracy", "weight_norm", "softmax_collapse"} <= set(r)
                        for r in val)
             final = results[f"{d}_{s}_final_info"]
-            assert list(final) == FINAL_KEYS
+            assert list(final) == FINAL_KEYS + ADDED_KEYS
             assert final["final_val_acc"] == val[-1]["val_accuracy"]
             assert final["final_train_loss"] == train[-1]["train_loss"]
             reached = [r["step"] for r in val if r["val_accuracy"] > 0.99]
@@ -117,7 +123,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, n
     import experiment as E
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        E.main(["--out_dir=r", *args])
+        harness.main(E.Config, E.train_unit, ["--out_dir=r", *args])
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
@@ -142,10 +148,10 @@ def test_help_lists_every_field_with_default(capsys):
 
     import experiment as E
     with pytest.raises(SystemExit) as exit_:
-        E.main(["--help"])
+        harness.main(E.Config, E.train_unit, ["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for f in dataclasses.fields(E.Config):
+    for f in dataclasses.fields(E.Config) + dataclasses.fields(harness.RunOptions):
         assert f"--{f.name}" in out
     assert "default: 7500" in out and "default: 0.001" in out
 
@@ -251,8 +257,12 @@ def test_notes_are_created_then_appended_never_rewritten(tmp_path):
     assert after.startswith(notes + "Analysis: written by hand.\n")
     assert "## Run 1: Higher lr\nResults: {'x_plus_y': " in after
     assert "Description: Higher lr. Tried 3e-3." in after
-    run_experiment(tmp_path, "--out_dir=run_1", "--overwrite", *args)  # heading exists: no new section
-    assert (tmp_path / "notes.txt").read_text() == after
+    run_experiment(tmp_path, "--out_dir=run_1", "--overwrite", "--description=Lower lr 1e-4.",
+                   "--lr=1e-4", *args)  # the run's own section follows its new results
+    redone = (tmp_path / "notes.txt").read_text()
+    assert redone.startswith(notes + "Analysis: written by hand.\n")
+    assert redone.count("## Run 1") == 1 and "## Run 1: Lower lr 1e-4\n" in redone
+    assert "Higher lr" not in redone and "Description: Lower lr 1e-4." in redone
 
 
 def test_notes_written_by_an_agent_get_only_the_new_section(tmp_path):
@@ -274,12 +284,10 @@ def test_a_small_problem_really_learns(tmp_path):
 
 
 def test_notes_created_by_a_later_run_include_run_0(tmp_path):
-    import experiment as E
     (tmp_path / "run_0").mkdir()
     (tmp_path / "run_0" / "final_info.json").write_text(json.dumps({"x_plus_y": {"means": {"m": 1.0}}}))
-    cfg = E.Config(out_dir=str(tmp_path / "run_3"), description="Grokfast EMA. Faster.")
-    E.update_notes(cfg, {"x_plus_y": {"means": {"m": 2.0}}})
+    harness.update_notes(str(tmp_path / "run_3"), "Grokfast EMA. Faster.", {"x_plus_y": {"means": {"m": 2.0}}})
     assert (tmp_path / "notes.txt").read_text() == (
-        E.NOTES_HEADER + "## Run 0: Baseline\nResults: {'x_plus_y': {'m': 1.0}}\n"
+        harness.NOTES_HEADER + "## Run 0: Baseline\nResults: {'x_plus_y': {'m': 1.0}}\n"
         "Description: Baseline results.\n\n## Run 3: Grokfast EMA\nResults: {'x_plus_y': {'m': 2.0}}\n"
         "Description: Grokfast EMA. Faster.\n")
