@@ -79,9 +79,28 @@ class RunOptions:
     resume: bool = option(False, "continue the run in out_dir with its own config.json: only "
                                  "missing units run")
     description: str = option("", "what this run changed; its notes.txt section's title and text")
+    # where units run: this machine's worker pool, or a Slurm job array (launch_slurm.py)
+    launcher: typing.Literal["local", "slurm"] = option("local", "local worker pool | slurm (one "
+                                                        "array task per unit, through submitit)")
+    slurm_partition: str = option("", "Slurm partition; empty = the cluster's default")
+    slurm_time: int = option(60, "Slurm time limit per array task, in minutes", ok="[1, inf)")
+    slurm_cpus_per_task: int = option(1, "CPUs per array task", ok="[1, inf)")
+    slurm_gpus_per_task: int = option(0, "GPUs per array task", ok="[0, inf)")
+    slurm_mem: str = option("", "memory per array task, e.g. 4G; empty = the cluster's default")
+    slurm_array_parallelism: int = option(0, "array tasks running at once; 0 = no limit", ok="[0, inf)")
+    slurm_extra: str = option("", "extra sbatch flags as KEY=VALUE,KEY=VALUE (e.g. account=lab,qos=low)")
+    slurm_units_per_task: int = option(1, "units trained one after another in one array task",
+                                       ok="[1, inf)")
+    slurm_wait: bool = option(True, "wait for the array, with progress, and write the results; "
+                                    "false = submit and return (collect later with --resume)")
+    retries: int = option(1, "times a failed, timed-out or preempted Slurm unit is resubmitted",
+                          ok="[0, inf)")
 
 
-RUN_CONTROL_KEYS = ("out_dir", "jobs", "overwrite", "resume", "description")  # may differ on --resume
+RUN_CONTROL_KEYS = ("out_dir", "jobs", "overwrite", "resume", "description", "launcher",
+                    "slurm_partition", "slurm_time", "slurm_cpus_per_task", "slurm_gpus_per_task",
+                    "slurm_mem", "slurm_array_parallelism", "slurm_extra", "slurm_units_per_task",
+                    "slurm_wait", "retries")  # may differ between a run and its --resume
 
 
 def parse_bool(text):
@@ -732,19 +751,42 @@ def run(Config, train_unit, opts, cfg):
         from tqdm import tqdm
         bar = tqdm(total=len(todo) * cfg.total_steps, unit="update", file=sys.stderr)
 
-    def on_result(result):
-        result["code"], result["config"] = code, config_record(opts, cfg)
-        write_json(unit_path(opts.out_dir, result["dataset"], result["seed_index"]), result)
+    def on_result(result, written=False):
+        """A finished unit: its file (unless a Slurm task wrote it), its stdout line, a warning
+        if it diverged."""
+        if not written:
+            save_unit(opts, cfg, code, result)
         results[(result["dataset"], result["seed_index"])] = strict(result)
         print(unit_line(result), flush=True)
         if result["diverged_at"] is not None:
             warn(f"{result['dataset']}_{result['seed_index']} diverged: non-finite loss at update "
                  f"{result['diverged_at']}; its final values are null")
 
-    run_units(train_unit, opts, cfg, todo, jobs, on_result, bar)
+    if opts.launcher == "slurm" and todo:
+        import launch_slurm
+        if not launch_slurm.run_units(train_unit, opts, cfg, todo, on_result, bar):
+            return None  # submitted (--slurm_wait=false) or units failed: no final_info.json
+    else:
+        run_units(train_unit, opts, cfg, todo, jobs, on_result, bar)
     if bar:
         bar.close()
     return finish(opts, cfg, results, code, jobs, device, time.perf_counter() - start)
+
+
+def save_unit(opts, cfg, code, result):
+    """A finished unit's file in out_dir/units, with the code and settings that made it."""
+    result["code"], result["config"] = code, config_record(opts, cfg)
+    write_json(unit_path(opts.out_dir, result["dataset"], result["seed_index"]), result)
+
+
+def train_and_save_unit(train_unit, opts, cfg, dataset, seed_index):
+    """Train one unit in this process and write its file: what a Slurm array task runs.
+    Returns the result."""
+    torch.set_num_threads(opts.threads)
+    run = UnitRun(cfg, dataset, seed_index, resolve_device(opts.device))
+    result = train_unit(cfg, dataset, seed_index, run)
+    save_unit(opts, cfg, code_identity(train_unit), result)
+    return result
 
 
 def finish(opts, cfg, results, code, jobs, device, elapsed):
