@@ -40,10 +40,10 @@ labels = {}
 # STYLE: one colour (and, past 18 runs, line style) per run NUMBER, so a run looks the same in
 # every figure whatever subset is plotted.
 # ---------------------------------------------------------------------------------------------
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # matplotlib tab10 ...
-           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-           "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e",  # ... then ColorBrewer Dark2
-           "#e6ab02", "#a6761d", "#666666")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # matplotlib tab10: run 0-9
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",    # tab20's light partners: 10-19
+         "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
 LINESTYLES = ("-", "--", ":", "-.")
 RC = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 11,
       "xtick.labelsize": 11, "ytick.labelsize": 11, "savefig.dpi": 200}
@@ -65,8 +65,10 @@ DIAGNOSTICS = {  # drawn only when some run records them
 
 
 def run_style(run):
-    cycle, index = divmod(run.number, len(PALETTE))
-    return PALETTE[index], LINESTYLES[cycle % len(LINESTYLES)]
+    """run N: tab10 colour N mod 10, light for odd decades, a new line style each decade; so
+    run_2 (green, solid) and run_12 (light green, dashed) never look alike."""
+    decade, index = divmod(run.number, len(PALETTE))
+    return (LIGHT if decade % 2 else PALETTE)[index], LINESTYLES[decade % len(LINESTYLES)]
 
 
 def warn(message):
@@ -83,6 +85,7 @@ class Run:
     results: dict    # all_results.npy: {dataset}_{seed}_final_info / _train_info / _val_info
     datasets: list   # in final_info.json's order, then any others found in results
     label: str = ""
+    total_steps: int = 0  # config.json's (censoring horizon); 0 = the last record's step
 
 
 def discover_runs(root="."):
@@ -123,7 +126,11 @@ def load_run(folder):
     datasets += [d for d in dict.fromkeys(in_results) if d not in datasets]
     if not datasets:
         raise ValueError("all_results.npy has no {dataset}_{seed}_train_info/val_info keys")
-    return Run(folder.name, int(folder.name.split("_")[1]), results, datasets)
+    try:
+        total_steps = int(json.loads((folder / "config.json").read_text())["total_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        total_steps = 0
+    return Run(folder.name, int(folder.name.split("_")[1]), results, datasets, total_steps=total_steps)
 
 
 def load_runs(folders):
@@ -153,7 +160,7 @@ def select_runs(runs, labels, only=None, notes="notes.txt"):
     by_name = {r.name: r for r in runs}
     if labels:
         for name in labels:
-            if name not in by_name:
+            if name not in by_name and (only is None or name in only):
                 warn(f"labels names {name}, which is not a readable run folder; left out")
         chosen = [(by_name[n], text) for n, text in labels.items() if n in by_name]
     else:
@@ -219,23 +226,38 @@ def mean_se_curve(curves):
     return np.array(common), table.mean(axis=0), se
 
 
-def grok_steps(run, dataset):
-    """Per seed: the first step with val_accuracy > 0.99, or None when the seed never reached it.
-    (final_info's step_val_acc_99 is total_steps when not reached, so it cannot tell.)"""
-    steps = []
+def units(run, dataset):
+    """Per seed, grokstats' view of the unit: "time"/"observed" (steps to 99% val accuracy,
+    censored at the horizon or where it diverged), "grokked", "final_val_acc_tail", "diverged"."""
+    found = []
     for seed in seeds_of(run, dataset):
-        hits = [as_float(r["step"]) for r in records(run, dataset, seed, "val_info")
-                if as_float(r.get("val_accuracy")) > GROK_THRESHOLD]
-        steps.append(hits[0] if hits else None)
-    return steps
+        val, train = records(run, dataset, seed, "val_info"), records(run, dataset, seed, "train_info")
+        info = run.results.get(f"{dataset}_{seed}_final_info")
+        diverged = bool(isinstance(info, dict) and info.get("diverged"))
+        horizon = run.total_steps or (int(as_float(val[-1]["step"])) if val else 0)
+        found.append({**grokstats.comparison_unit(train, val, horizon, diverged), "diverged": diverged})
+    return found
 
 
 def grok_summary(run, dataset):
-    """{"k", "n", "mean", "se"}: mean +- SE of the step to 99% over the k of n seeds that reached it."""
-    steps = grok_steps(run, dataset)
-    reached = [s for s in steps if s is not None]
-    return {"k": len(reached), "n": len(steps), "mean": float(np.mean(reached)) if reached else math.nan,
-            "se": standard_error(reached) if reached else math.nan}
+    """grokstats.grok_steps_summary of the run's seeds ("n", "k", KM "median" or None, "text"),
+    plus the observed steps and the number of diverged seeds."""
+    found = units(run, dataset)
+    summary = grokstats.grok_steps_summary([(u["time"], u["observed"]) for u in found])
+    return {**summary, "steps": [u["time"] for u in found if u["observed"]],
+            "diverged": sum(u["diverged"] for u in found)}
+
+
+def tail_accuracies(run, dataset):
+    """Per seed: mean val accuracy over the last 10% of records (NaN for a diverged seed)."""
+    return [as_float(u["final_val_acc_tail"]) for u in units(run, dataset)]
+
+
+def verdict(run, dataset, baseline):
+    """grokstats.compare_to_baseline against run_0, or None (run_0 itself, or no run_0)."""
+    if baseline is None or run is baseline or dataset not in baseline.datasets:
+        return None
+    return grokstats.compare_to_baseline(units(baseline, dataset), units(run, dataset))
 
 
 FINAL_KEYS = {  # final_info key -> (part, record key) of the last record, used when it is missing
@@ -318,12 +340,12 @@ def plot_curves(runs, dataset, metric, path, always=False, spec=None):
             ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.2, lw=0)
             handles.append(line)
             positive |= bool((mean[np.isfinite(mean)] > 0).any())
-            marked |= mark_grok_step(ax, run, dataset, steps, mean, color)
+            marked |= mark_grok_step(ax, run, dataset, color, style)
         if not handles and always:
             ax.text(0.5, 0.5, "no finite values recorded", transform=ax.transAxes, ha="center")
         if marked:
-            handles.append(Line2D([], [], marker="D", color="k", ls="none", mfc="w",
-                                  label="mean step to 99% val. acc. (all seeds)"))
+            handles.append(Line2D([], [], color="k", lw=1.0, label="median step to 99% val. acc. "
+                                                                   "(Kaplan-Meier, over seeds)"))
         if log and positive:
             ax.set_yscale("log")  # losses span decades: memorisation, then the grokking drop
             plain_log_labels(ax)
@@ -353,34 +375,38 @@ def plain_log_labels(ax):
         ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
-def mark_grok_step(ax, run, dataset, steps, mean, color):
-    """Diamond on the run's curve at its mean step to 99%, only when every seed reached it."""
-    grok = grok_summary(run, dataset)
-    finite = np.isfinite(mean)
-    if grok["n"] == 0 or grok["k"] < grok["n"] or not finite.any():
+def mark_grok_step(ax, run, dataset, color, style):
+    """A vertical line at the run's Kaplan-Meier median step to 99% val accuracy, when at least
+    half its seeds reached it (grokstats.grok_steps_summary)."""
+    median = grok_summary(run, dataset)["median"]
+    if median is None:
         return False
-    y = np.interp(grok["mean"], steps[finite], mean[finite])
-    ax.plot([grok["mean"]], [y], marker="D", ms=8, color=color, mec="k", mew=1.0, zorder=5)
+    ax.axvline(median, color=color, linestyle=style, lw=1.0, alpha=0.8, zorder=1)
     return True
 
 
-def plot_summary(runs, datasets, path):
-    """Per dataset (columns): final val accuracy (top) and steps to 99% (bottom), mean +- SE;
-    a run whose seeds did not all reach 99% is hatched (some) or marked "not reached" (none)."""
+def plot_summary(runs, datasets, path, baseline=None):
+    """Per dataset (columns): val accuracy over the last 10% of records (top, mean +- SE over the
+    seeds that did not diverge) and steps to 99% (bottom: the Kaplan-Meier median as a bar, each
+    seed that reached it as a dot, k/n above; "not reached" when the median is not). A "*" marks a
+    difference from run_0 at p < 0.05 (Mann-Whitney on the accuracy, log-rank on the steps)."""
     with rc_context(RC):  # ~2.3 in a column: four datasets still fit a page width at >= 7 pt
-        fig = Figure(figsize=(max(FIGSIZE[0], 0.8 + 2.3 * len(datasets)), 5.2))
+        fig = Figure(figsize=(max(FIGSIZE[0], 0.8 + 2.3 * len(datasets)), 5.4))
         axes = fig.subplots(2, len(datasets), squeeze=False)
         for col, dataset in enumerate(datasets):
             present = [r for r in runs if dataset in r.datasets]
-            summary_accuracy(axes[0, col], present, dataset)
-            summary_steps(axes[1, col], present, dataset)
+            summary_accuracy(axes[0, col], present, dataset, baseline)
+            summary_steps(axes[1, col], present, dataset, baseline)
             axes[0, col].set_title(dataset)
-        axes[0, 0].set_ylabel("Final val. accuracy")
-        axes[1, 0].set_ylabel("Updates to 99% val. acc.")
+        axes[0, 0].set_ylabel("Val. acc.\n(last 10% of records)")
+        axes[1, 0].set_ylabel("Updates to 99% val. acc.\n(KM median)")
         fig.tight_layout()
-        fig.legend(handles=[Patch(color=run_style(r)[0], label=r.label) for r in runs],
-                   loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
-                   ncol=legend_columns([r.label for r in runs], fig.get_figwidth(), len(runs)))
+        handles = [Patch(color=run_style(r)[0], label=r.label) for r in runs]
+        if baseline is not None and len(runs) > 1:
+            handles.append(Line2D([], [], ls="none", marker="$*$", color="k", ms=9,
+                                  label="differs from run_0, p < 0.05"))
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+                   ncol=legend_columns([h.get_label() for h in handles], fig.get_figwidth(), len(handles)))
         save(fig, path)
 
 
@@ -391,31 +417,49 @@ def summary_axis(ax, runs):
     ax.grid(axis="y", alpha=0.3)
 
 
-def summary_accuracy(ax, runs, dataset):
+def significant(run, dataset, baseline, test):
+    found = verdict(run, dataset, baseline)
+    p = found[test]["p"] if found else None
+    return p is not None and p < grokstats.ALPHA
+
+
+def summary_accuracy(ax, runs, dataset, baseline=None):
     for x, run in enumerate(runs):
-        mean, se = mean_se(final_values(run, dataset, "final_val_acc"))
-        ax.bar(x, mean, yerr=se, color=run_style(run)[0], capsize=4)
+        values = tail_accuracies(run, dataset)
+        finite = [v for v in values if math.isfinite(v)]
+        mean, se = mean_se(finite)
+        if finite:
+            ax.bar(x, mean, yerr=se, color=run_style(run)[0], capsize=4)
+        diverged = len(values) - len(finite)
+        if diverged:
+            ax.text(x, 0.03, f"diverged {diverged}/{len(values)}", transform=ax.get_xaxis_transform(),
+                    rotation=90, ha="center", va="bottom", fontsize=10)
+        if significant(run, dataset, baseline, "final"):
+            ax.text(x, min(mean + se, 1.0) + 0.01, "*", ha="center", va="bottom", fontsize=14)
     summary_axis(ax, runs)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12)
 
 
-def summary_steps(ax, runs, dataset):
+def summary_steps(ax, runs, dataset, baseline=None):
     top = 0.0
     for x, run in enumerate(runs):
         grok, color = grok_summary(run, dataset), run_style(run)[0]
-        count = f"{grok['k']}/{grok['n']}"
-        if grok["k"] == 0:  # nothing to average: say so instead of drawing the step budget
-            ax.text(x, 0.03, f"not reached ({count})", transform=ax.get_xaxis_transform(),
-                    rotation=90, ha="center", va="bottom", fontsize=11)
-            continue
-        full = grok["k"] == grok["n"]
-        ax.bar(x, grok["mean"], yerr=grok["se"], capsize=4, color=color if full else "none",
-               edgecolor=color, hatch=None if full else "//", lw=1.5)
-        ax.annotate(count, (x, grok["mean"] + grok["se"]), xytext=(0, 2), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=11)
-        top = max(top, grok["mean"] + grok["se"])
+        label = f"{grok['k']}/{grok['n']}" + (f", diverged {grok['diverged']}" if grok["diverged"] else "")
+        star = "*" if significant(run, dataset, baseline, "steps") else ""
+        if grok["median"] is None:  # fewer than half reached it: no median to draw
+            ax.text(x, 0.03, f"not reached ({label}){star}", transform=ax.get_xaxis_transform(),
+                    rotation=90, ha="center", va="bottom", fontsize=10)
+        else:
+            ax.bar(x, grok["median"], color=color, alpha=0.8, edgecolor=color, lw=1.5)
+        if grok["steps"]:
+            ax.plot([x] * len(grok["steps"]), grok["steps"], "o", color="k", ms=3.5, zorder=4)
+        height = max([grok["median"] or 0, *grok["steps"]])
+        if grok["median"] is not None:
+            ax.annotate(label + star, (x, height), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=10)
+        top = max(top, height)
     summary_axis(ax, runs)
-    ax.set_ylim(0, top * 1.18 if top > 0 else 1)
+    ax.set_ylim(0, top * 1.2 if top > 0 else 1)
     if top == 0:
         ax.set_yticks([])
 
@@ -423,14 +467,17 @@ def summary_steps(ax, runs, dataset):
 # ---------------------------------------------------------------------------------------------
 # TABLES: results.md and results.tex, one row per (dataset, run).
 # ---------------------------------------------------------------------------------------------
-def table_rows(runs, datasets):
-    """[(dataset, label, {column: (mean, se)}, grok)] in dataset, then run order."""
+def table_rows(runs, datasets, baseline=None):
+    """[(dataset, label, {column: (mean, se)}, grok, verdict)] in dataset, then run order."""
     rows = []
     for dataset in datasets:
         for run in runs:
             if dataset in run.datasets:
-                values = {k: mean_se(final_values(run, dataset, k)) for k in FINAL_KEYS}
-                rows.append((dataset, run.label, values, grok_summary(run, dataset)))
+                values = {k: mean_se([v for v in final_values(run, dataset, k) if math.isfinite(v)])
+                          for k in FINAL_KEYS}
+                values["tail"] = mean_se([v for v in tail_accuracies(run, dataset) if math.isfinite(v)])
+                rows.append((dataset, run.label, values, grok_summary(run, dataset),
+                             verdict(run, dataset, baseline)))
     return rows
 
 
@@ -451,21 +498,36 @@ def fmt(mean, se, digits=None):
 
 
 def step_cell(grok):
-    if grok["k"] == 0:
-        return "not reached"
-    return fmt(grok["mean"], grok["se"], 0)
+    return "not reached" if grok["median"] is None else f"{grok['median']:.0f}"
 
 
-COLUMNS = ("Final train acc.", "Final val. acc.", "Final val. loss", "Steps to 99% val. acc.",
-           "Reached (k/n)")
-TABLE_NOTE = ("Mean ± standard error over seeds (sample std, ddof=1, / sqrt(n)). Steps to 99%: first "
-              "update step with val. accuracy > 0.99, averaged over the k of n seeds that reached it.")
+def verdict_cell(found):
+    """Short form of the log-rank verdict on steps to 99%: "earlier, p = 0.03", "n.s., p = 0.40"."""
+    if not found:
+        return "-"
+    test = found["steps"]
+    if test["p"] is None:
+        return "not testable"
+    if test["p"] >= grokstats.ALPHA:
+        return f"n.s., {grokstats.format_p(test['p'])}"
+    return f"{'earlier' if 'earlier' in test['verdict'] else 'later'}, {grokstats.format_p(test['p'])}"
+
+
+COLUMNS = ("Final train acc.", "Final val. acc.", "Val. acc. (last 10%)", "Final val. loss",
+           "Steps to 99% (KM median)", "Grokked (k/n)", "Diverged (k/n)", "Steps vs run_0")
+TABLE_NOTE = ("Mean ± standard error over the seeds that did not diverge (sample std, ddof=1, / "
+              "sqrt(n)). Val. acc. (last 10%): mean over the last 10% of records, robust to a loss "
+              "spike at the last one. Steps to 99%: the Kaplan-Meier median of the first update with "
+              "val. accuracy > 0.99, seeds that never reached it censored at the horizon; \"not "
+              "reached\" when fewer than half did. Steps vs run_0: log-rank test, p < 0.05 needed "
+              "to call a difference.")
 
 
 def cells(row):
-    _, _, values, grok = row
-    return [fmt(*values["final_train_acc"], 3), fmt(*values["final_val_acc"], 3),
-            fmt(*values["final_val_loss"]), step_cell(grok), f"{grok['k']}/{grok['n']}"]
+    _, _, values, grok, found = row
+    return [fmt(*values["final_train_acc"], 3), fmt(*values["final_val_acc"], 3), fmt(*values["tail"], 3),
+            fmt(*values["final_val_loss"]), step_cell(grok), f"{grok['k']}/{grok['n']}",
+            f"{grok['diverged']}/{grok['n']}", verdict_cell(found)]
 
 
 def markdown_table(rows):
@@ -473,8 +535,11 @@ def markdown_table(rows):
     for dataset in dict.fromkeys(r[0] for r in rows):
         lines += ["", f"## {dataset}", "", "| Run | " + " | ".join(COLUMNS) + " |",
                   "|" + "---|" * (len(COLUMNS) + 1)]
-        for row in (r for r in rows if r[0] == dataset):
+        mine = [r for r in rows if r[0] == dataset]
+        for row in mine:
             lines.append("| " + " | ".join([row[1].replace("|", "\\|")] + cells(row)) + " |")
+        verdicts = [f"- {row[1]}: {row[4]['text']}" for row in mine if row[4]]
+        lines += ["", *verdicts] if verdicts else []
     return "\n".join(lines) + "\n"
 
 
@@ -493,11 +558,19 @@ def tex_cell(text):
                   lambda m: f"$\\times10^{{{'-' if m[1] == '-' else ''}{m[2]}}}$", text)
 
 
-TEX_COLUMNS = ("Train acc.", "Val. acc.", "Val. loss", "Steps to 99\\%", "$k/n$")  # short: fits a column
-TEX_CAPTION = ("Final training and validation accuracy, final validation loss and updates to 99\\% "
-               "validation accuracy: mean $\\pm$ standard error over seeds ($s/\\sqrt{n}$, $s$ the sample "
-               "standard deviation); steps to 99\\% are the first update with validation accuracy "
-               "$>0.99$, averaged over the $k$ of $n$ seeds that reached it.")
+TEX_COLUMNS = ("Val. acc.", "Val. loss", "Steps to 99\\%", "$k/n$", "Div.", "vs run\\_0")
+TEX_CAPTION = ("Validation accuracy (mean over the last 10\\% of records) and final validation loss: "
+               "mean $\\pm$ standard error over the seeds that did not diverge ($s/\\sqrt{n}$, $s$ the "
+               "sample standard deviation). Steps to 99\\%: Kaplan-Meier median of the first update "
+               "with validation accuracy $>0.99$ (seeds that never reached it censored at the horizon); "
+               "$k/n$ seeds reached it; Div.: seeds whose loss became non-finite; vs run\\_0: log-rank "
+               "test against the baseline (n.s.: $p \\geq 0.05$).")
+
+
+def tex_cells(row):
+    _, _, values, grok, found = row
+    return [fmt(*values["tail"], 3), fmt(*values["final_val_loss"]), step_cell(grok),
+            f"{grok['k']}/{grok['n']}", f"{grok['diverged']}/{grok['n']}", verdict_cell(found)]
 
 
 def latex_table(rows):
@@ -514,7 +587,7 @@ def latex_table(rows):
         heading = f"\\multicolumn{{{len(TEX_COLUMNS) + 1}}}{{l}}{{\\textit{{{tex_cell(dataset)}}}}}"
         lines += ["\\hline", heading + end]
         for row in (r for r in rows if r[0] == dataset):
-            values = ["\\raggedright " + tex_cell(row[1])] + [tex_cell(c) for c in cells(row)]
+            values = ["\\raggedright " + tex_cell(row[1])] + [tex_cell(c) for c in tex_cells(row)]
             lines.append(" & ".join(values) + end)
     lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
@@ -540,6 +613,9 @@ def parse_args(argv, found):
     if args.runs and not args.only:
         parser.error(f"--runs={args.runs!r} names no run; expected e.g. run_0,run_3")
     for name in args.only or []:
+        if name not in found and Path(name).is_dir():
+            parser.error(f"--runs: {name!r} is not named run_<number>, so plot.py does not read it; "
+                         f"rename it (found: {','.join(found) or 'none'})")
         if name not in found:
             parser.error(f"--runs: no folder {name!r}; found: {','.join(found) or 'none'}")
     if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
@@ -558,7 +634,8 @@ def write_figures(runs, datasets, out, ext):
                 warn(f"no finite {metric} values for {dataset}; {path.name} is empty")
             if drawn or metric in METRICS:
                 written.append(path)
-    plot_summary(runs, datasets, out / f"summary_plot.{ext}")
+    baseline = next((r for r in runs if r.number == 0), None)
+    plot_summary(runs, datasets, out / f"summary_plot.{ext}", baseline)
     return written + [out / f"summary_plot.{ext}"]
 
 
@@ -578,7 +655,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     print("runs: " + ", ".join(r.name for r in runs))
     written = write_figures(runs, datasets, out, args.format)
-    rows = table_rows(runs, datasets)
+    rows = table_rows(runs, datasets, next((r for r in runs if r.number == 0), None))
     (out / "results.md").write_text(markdown_table(rows))
     (out / "results.tex").write_text(latex_table(rows))
     for path in written + [out / "results.md", out / "results.tex"]:

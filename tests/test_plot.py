@@ -200,9 +200,13 @@ def test_main_uses_the_labels_dict(project, monkeypatch):
 def test_colour_depends_only_on_the_run_number():
     run_3 = plot.Run("run_3", 3, {}, [])
     assert plot.run_style(run_3) == (plot.PALETTE[3], "-")
-    colours = [plot.run_style(plot.Run(f"run_{n}", n, {}, [])) for n in range(len(plot.PALETTE))]
-    assert len(set(colours)) == len(plot.PALETTE)  # run_0 ... run_17 all differ
-    assert plot.run_style(plot.Run("run_18", 18, {}, [])) == (plot.PALETTE[0], "--")
+    styles = [plot.run_style(plot.Run(f"run_{n}", n, {}, [])) for n in range(40)]
+    assert len(set(styles)) == 40  # run_0 ... run_39 all differ
+    assert len({colour for colour, _ in styles[:20]}) == 20  # and by colour alone up to run_19
+    # issue 13: run_2 and run_10 were two near-identical greens; now neither shares a colour
+    # nor a line style with run_2: run_12 is light green and dashed
+    assert plot.run_style(plot.Run("run_10", 10, {}, []))[0] not in plot.PALETTE
+    assert plot.run_style(plot.Run("run_12", 12, {}, [])) == (plot.LIGHT[2], "--")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,16 +237,17 @@ def test_seeds_with_different_step_grids_align_on_common_steps():
     assert plot.mean_se_curve(plot.seed_curves(run, "d", "val_info", "val_loss"))[0].size == 0
 
 
-def test_steps_to_99_come_from_the_curves_over_seeds_that_reached_it(tmp_path):
+def test_steps_to_99_are_censoring_aware(tmp_path):
+    """Issue 14: a seed that never reached 99% is censored at the horizon, never averaged in."""
     steps = range(100, 1001, 100)
     run = write_run(tmp_path / "run_0", {("d", 0): unit(steps, 300), ("d", 1): unit(steps, 500),
                                          ("d", 2): unit(steps, None)})
-    assert plot.grok_steps(run, "d") == [300, 500, None]
     grok = plot.grok_summary(run, "d")
-    assert (grok["k"], grok["n"], grok["mean"]) == (2, 3, 400)  # not (300 + 500 + 1000) / 3
-    assert grok["se"] == pytest.approx(np.std([300, 500], ddof=1) / np.sqrt(2))
+    # Kaplan-Meier: S = 2/3 after 300, 1/3 after 500 (the third seed censored at 1000): median 500
+    assert (grok["k"], grok["n"], grok["median"], grok["steps"]) == (2, 3, 500, [300, 500])
+    assert grok["text"] == "2/3 grokked, KM median 500"
     row = plot.table_rows([run], ["d"])[0]
-    assert plot.cells(row)[-2:] == ["400 ± 100", "2/3"]
+    assert plot.cells(row)[4:7] == ["500", "2/3", "0/3"]
 
 
 def test_summary_shows_runs_that_did_not_all_reach_99_as_such(tmp_path):
@@ -253,9 +258,23 @@ def test_summary_shows_runs_that_did_not_all_reach_99_as_such(tmp_path):
     ax = fig.add_subplot()
     plot.summary_steps(ax, runs, "d")
     assert [t.get_text() for t in ax.texts] == ["2/2", "1/2", "not reached (0/2)"]
-    bars = ax.patches
-    assert len(bars) == 2 and bars[0].get_hatch() is None and bars[1].get_hatch() == "//"
-    assert [b.get_height() for b in bars] == [400, 300]
+    assert [b.get_height() for b in ax.patches] == [300, 300]  # KM medians: S(300) = 1/2 in both
+
+
+def test_diverged_seeds_are_shown_as_such(tmp_path):
+    steps = range(100, 1001, 100)
+    run = write_run(tmp_path / "run_0", {("d", 0): unit(steps, 300), ("d", 1): unit(steps, None)})
+    results = np.load(tmp_path / "run_0" / "all_results.npy", allow_pickle=True).item()
+    results["d_1_final_info"]["diverged"] = 1
+    results["d_1_val_info"] = results["d_1_val_info"][:3]
+    np.save(tmp_path / "run_0" / "all_results.npy", results, allow_pickle=True)
+    run = plot.load_run(tmp_path / "run_0")
+    assert plot.grok_summary(run, "d")["diverged"] == 1
+    assert plot.cells(plot.table_rows([run], ["d"])[0])[6] == "1/2"
+    fig = plot.Figure()
+    ax = fig.add_subplot()
+    plot.summary_accuracy(ax, [run], "d")
+    assert [t.get_text() for t in ax.texts] == ["diverged 1/2"]
 
 
 # ---------------------------------------------------------------------------------------------
