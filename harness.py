@@ -352,8 +352,8 @@ class UnitRun:
     """One (dataset, seed) unit's harness side, handed to train_unit: its device and seed, the
     fast path's self-check (choose_forward), the records (record) and the result (result)."""
 
-    def __init__(self, cfg, dataset, seed_index, device="cpu", progress=None, warn=None):
-        self.cfg, self.dataset, self.seed_index = cfg, dataset, seed_index
+    def __init__(self, cfg, dataset, seed_index, device="cpu", progress=None, warn=None, out_dir=None):
+        self.cfg, self.dataset, self.seed_index, self.out_dir = cfg, dataset, seed_index, out_dir
         self.seed, self.device = cfg.seed + seed_index, torch.device(device)
         self.train_info, self.val_info, self.diverged_at = [], [], None
         self.forward = {"path": "plain", "reason": "fast forward not requested", "check_s": 0.0}
@@ -371,6 +371,18 @@ class UnitRun:
         if problem:
             self.warn(f"{self.dataset}_{self.seed_index}: training with the plain forward: {problem}")
         return plain if problem else fast
+
+    def save_checkpoint(self, step, state):
+        """torch.save(state) as out_dir/checkpoints/{dataset}_{seed_index}/step_{step:06d}.pt,
+        atomically (a half-written checkpoint is never there). Returns the path (None without
+        an out_dir)."""
+        if self.out_dir is None:
+            return None
+        folder = Path(self.out_dir) / "checkpoints" / f"{self.dataset}_{self.seed_index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step_{step:06d}.pt"
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
+        return path
 
     def record(self, train_row, val_row):
         """Keep one record of each kind; False (stop training) once a loss is not finite."""
@@ -434,12 +446,13 @@ def _worker_init(threads, queue, parent_pid):
     _progress_queue, _parent_pid = queue, parent_pid
 
 
-def _worker_run(train_unit, cfg, device, dataset, seed_index):
+def _worker_run(train_unit, cfg, device, dataset, seed_index, out_dir):
     def report(step):  # every record
         if os.getppid() != _parent_pid:  # the main process was killed (kill -9, a launcher's
             os._exit(1)                  # timeout): stop instead of training on as an orphan
         _progress_queue.put(step)
-    return train_unit(cfg, dataset, seed_index, UnitRun(cfg, dataset, seed_index, device, report))
+    return train_unit(cfg, dataset, seed_index, UnitRun(cfg, dataset, seed_index, device, report,
+                                                        out_dir=out_dir))
 
 
 def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
@@ -454,13 +467,15 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
                 if bar:
                     bar.update(step - last[0])
                 last[0] = step
-            on_result(train_unit(cfg, dataset, s, UnitRun(cfg, dataset, s, device, report)))
+            on_result(train_unit(cfg, dataset, s, UnitRun(cfg, dataset, s, device, report,
+                                                          out_dir=opts.out_dir)))
         return
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     queue = ctx.Queue()
     with ctx.Pool(jobs, initializer=_worker_init, initargs=(opts.threads, queue, os.getpid())) as pool:
-        pending = [pool.apply_async(_worker_run, (train_unit, cfg, device, d, s)) for d, s in units]
+        pending = [pool.apply_async(_worker_run, (train_unit, cfg, device, d, s, opts.out_dir))
+                   for d, s in units]
         while pending:
             time.sleep(0.2)
             while not queue.empty():
@@ -783,7 +798,7 @@ def train_and_save_unit(train_unit, opts, cfg, dataset, seed_index):
     """Train one unit in this process and write its file: what a Slurm array task runs.
     Returns the result."""
     torch.set_num_threads(opts.threads)
-    run = UnitRun(cfg, dataset, seed_index, resolve_device(opts.device))
+    run = UnitRun(cfg, dataset, seed_index, resolve_device(opts.device), out_dir=opts.out_dir)
     result = train_unit(cfg, dataset, seed_index, run)
     save_unit(opts, cfg, code_identity(train_unit), result)
     return result
