@@ -243,7 +243,8 @@ def parse(Config, argv):
         differ = sorted(k for k, v in given.items() if k not in RUN_CONTROL_KEYS
                         and k in stored and from_stored(type(opts) if k in run_names else Config,
                                                         {k: stored[k]}).get(k) != v)
-        require(not differ, f"--resume: {', '.join('--' + k for k in differ)} differ from "
+        require(not differ, f"--resume: {', '.join('--' + k for k in differ)} "
+                            f"{'differs' if len(differ) == 1 else 'differ'} from "
                             f"{config_path}; a resumed run keeps its settings (drop them, or "
                             "start a new out_dir)")
         opts = dataclasses.replace(opts, **{k: v for k, v in kept.items() if k not in given})
