@@ -2,12 +2,9 @@
 looks like a result (issue 13): each case is reproduced as it was found, through the real
 command line, on a tiny configuration."""
 import json
-import math
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
