@@ -826,6 +826,35 @@ def finish(opts, cfg, results, code, jobs, device, elapsed):
     return final_infos
 
 
+def restat(folder):
+    """Recompute a finished run's statistics from its saved curves, without retraining: every
+    unit's final_info (unit_final_info), final_info.json, all_results.npy and the run's notes
+    section. The AI-Scientist keys must come out as they were (else ValueError); only the added
+    keys change. `python harness.py restat run_0` runs it."""
+    folder = Path(folder)
+    stored = json.loads((folder / "config.json").read_text())
+    cfg = types.SimpleNamespace(**stored)
+    results = {}
+    for dataset in datasets_of(cfg):
+        for s in range(cfg.num_seeds):
+            path = unit_path(folder, dataset, s)
+            result = load_unit(path, dataset, s)
+            final = unit_final_info(result["train_info"], result["val_info"], cfg.total_steps,
+                                    result.get("diverged_at"))
+            changed = [k for k in CONTRACT_KEYS if final[k] != result["final_info"][k]]
+            if changed:
+                raise ValueError(f"{path}: recomputed {', '.join(changed)} differ from the stored values")
+            result["final_info"], result["diverged_at"] = final, result.get("diverged_at")
+            write_json(path, result)
+            results[(dataset, s)] = strict(result)
+    final_infos, all_results = aggregate(cfg, results)
+    write_atomic(folder / "all_results.npy", lambda tmp: save_npy(tmp, all_results))
+    notes = update_notes(folder, stored.get("description", ""), final_infos,
+                         notes_lines(folder, cfg, results))
+    write_json(folder / "final_info.json", final_infos)
+    return notes
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill PID`), handled as Ctrl-C: the worker pool is terminated, finished units kept."""
 
@@ -855,3 +884,12 @@ def main(Config, train_unit, argv=None):
 def threading_main():
     import threading
     return threading.current_thread() is threading.main_thread()
+
+
+if __name__ == "__main__":  # python harness.py restat run_0 [run_1 ...]
+    if len(sys.argv) < 3 or sys.argv[1] != "restat":
+        sys.exit("usage: python harness.py restat RUN_FOLDER [RUN_FOLDER ...]")
+    for folder in sys.argv[2:]:
+        restat(folder)
+        print(f"restat: {folder}: final_info.json, all_results.npy, units/ and its notes section "
+              "recomputed from the saved curves")
