@@ -264,12 +264,15 @@ def check_run(opts, cfg):
     require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
             f"--out_dir={out}: cannot write in {existing} (permission denied); choose a folder you can write")
     device = opts.device
-    if device.startswith("cuda"):
+    if opts.launcher == "slurm":  # the device is the compute node's, not this machine's
+        import launch_slurm
+        launch_slurm.check(opts)  # sbatch here, --slurm_extra, --slurm_partition
+    elif device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
         require(torch.cuda.is_available() and index < torch.cuda.device_count(),
                 f"--device={device}: no such CUDA device here ({torch.cuda.device_count()} found); "
                 "use --device=cpu or --device=auto")
-    if device == "mps":
+    elif device == "mps":
         require(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(),
                 "--device=mps: no MPS device here; use --device=cpu or --device=auto")
     require(0 <= cfg.seed and cfg.seed + cfg.num_seeds - 1 < 2 ** 64,
@@ -760,7 +763,8 @@ def run(Config, train_unit, opts, cfg):
     todo = [(d, s) for d in datasets_of(cfg) for s in range(cfg.num_seeds) if (d, s) not in results]
     jobs = default_jobs(opts, max(len(todo), 1))
     device = resolve_device(opts.device)
-    print(f"device: {device}, jobs: {jobs}, threads_per_job: {opts.threads}, "
+    where = "launcher: slurm" if opts.launcher == "slurm" else f"device: {device}, jobs: {jobs}"
+    print(f"{where}, threads_per_job: {opts.threads}, "
           f"units: {len(todo)} to run, {len(results)} resumed", flush=True)
     bar = None
     if sys.stderr.isatty() and todo:
@@ -799,9 +803,10 @@ def train_and_save_unit(train_unit, opts, cfg, dataset, seed_index):
     """Train one unit in this process and write its file: what a Slurm array task runs.
     Returns the result."""
     torch.set_num_threads(opts.threads)
+    code = code_identity(train_unit)  # before training: an edit meanwhile must not relabel this unit
     run = UnitRun(cfg, dataset, seed_index, resolve_device(opts.device), out_dir=opts.out_dir)
     result = train_unit(cfg, dataset, seed_index, run)
-    save_unit(opts, cfg, code_identity(train_unit), result)
+    save_unit(opts, cfg, code, result)
     return result
 
 
@@ -871,7 +876,10 @@ def main(Config, train_unit, argv=None):
     _deferred = []
     try:
         opts, cfg = parse(Config, sys.argv[1:] if argv is None else argv)
-        return run(Config, train_unit, opts, cfg)
+        final_infos = run(Config, train_unit, opts, cfg)
+        if final_infos is None and opts.launcher == "slurm" and opts.slurm_wait:
+            sys.exit(1)  # units failed after their retries, each named on stderr; no final_info.json
+        return final_infos
     except ConfigError as e:
         _deferred = None
         print(f"error: {one_line(e)}", file=sys.stderr)
