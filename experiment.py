@@ -17,11 +17,16 @@ across updates keeps it in unit.state: Grokfast's filter does), evaluate (a new 
 number it returns is recorded and plotted). A new option is a Config field (bool, int, float, str,
 Literal, X | None or tuple) with its allowed values beside it.
 
+Research instruments, off by default: --progress_every (Fourier progress measures, instruments.py),
+--loss=stablemax, --loss_precision=float64, --optimizer=orthograd, --save_checkpoints=N; always
+recorded: last_layer_norm (evaluate) and the slingshot spikes (grokstats: final_info's slingshots).
+
 The run machinery (command line, workers, --resume, outputs, notes.txt, statistics) is harness.py,
 which no idea needs to touch. Outputs in --out_dir: final_info.json {dataset: {"means", "stderrs",
 "final_info_dict"}} (written last, only on success), all_results.npy ({dataset}_{seed}_final_info /
 _train_info / _val_info), config.json, run_info.json, units/; and a "## Run N" section in notes.txt.
 """
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import grokstats
 import harness
 from harness import option, require
 
@@ -38,6 +44,7 @@ from harness import option, require
 # CONFIG: every hyperparameter, its default (the baseline), meaning and allowed values.
 # ---------------------------------------------------------------------------------------------
 DATASETS = ("x_div_y", "x_minus_y", "x_plus_y", "permutation")
+PROGRESS_DATASETS = ("x_plus_y", "x_minus_y")  # where Fourier progress measures are defined
 UNIFORM_INIT_RANGE = 0.1  # --init=uniform draws every weight from U(-0.1, 0.1)
 
 
@@ -111,6 +118,21 @@ class Config:
     compile: bool = option(False, "torch.compile the forward: 7-20% faster CPU updates, 20-45% "
                                   "faster evaluations (measured) after about a minute of compiling "
                                   "per process and dataset shape; equal to float tolerance")
+    # research instruments (off by default: the baseline computes exactly what it did without them)
+    loss: Literal["softmax", "stablemax"] = option(
+        "softmax", "cross-entropy over softmax, or over StableMax (Prieto et al. 2025; make_loss)")
+    loss_precision: Literal["float32", "float64"] = option(
+        "float32", "dtype the loss (softmax / StableMax and cross-entropy) is computed in")
+    optimizer: Literal["adamw", "orthograd"] = option(
+        "adamw", "orthograd: each gradient made orthogonal to its weight, rescaled to its norm, "
+                 "then the AdamW step (Prieto et al. 2025; orthogonalize_gradients)")
+    progress_every: int = option(0, "updates between Fourier progress measures (Nanda et al. 2023: "
+                                    "embedding norm per frequency, key frequencies, restricted and "
+                                    "excluded loss) on x_plus_y, x_minus_y; a multiple of "
+                                    "eval_every; 0 = off", ok="[0, inf)")
+    save_checkpoints: int = option(0, "save each unit's model and optimizer state every N updates "
+                                      "and at the end in out_dir/checkpoints/ (checkpoint); 0 = off",
+                                   ok="[0, inf)")
 
     def check(self):
         """Rules between fields; each failure is one line on stderr and exit 2."""
@@ -128,6 +150,16 @@ class Config:
         if small:  # allowed (batches are drawn with replacement), but slow and unusual
             harness.warn(f"--batch_size={self.batch_size} exceeds the train split ({', '.join(small)} "
                          "examples); each batch repeats examples")
+        if self.progress_every:
+            require(self.progress_every % self.eval_every == 0, f"--progress_every={self.progress_every}"
+                    f" must be a multiple of --eval_every={self.eval_every}")
+            names = [d for d in self.datasets.split(",") if d]
+            other = [d for d in names if d not in PROGRESS_DATASETS]
+            require(len(other) < len(names), f"--progress_every: Fourier progress measures are defined "
+                    f"only on {','.join(PROGRESS_DATASETS)}; --datasets={self.datasets} has none")
+            if other:
+                harness.warn(f"--progress_every: nothing recorded on {','.join(other)} (Fourier progress "
+                             f"measures are defined only on {','.join(PROGRESS_DATASETS)})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +402,38 @@ def filter_gradients(model, state, cfg):
                 g.add_(buf.mean(dim=0), alpha=cfg.grokfast_lamb)
 
 
+def stablemax_cross_entropy(logits, y, reduction="mean"):
+    """--loss=stablemax, Prieto et al. (2025), "Grokking at the edge of numerical stability":
+    s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0; StableMax(x)_i = s(x_i) / sum_j s(x_j); the
+    loss is -log StableMax(x)_y, computed as their log_stablemax does (log of the quotient)."""
+    s = torch.where(logits >= 0, logits + 1, 1 / (1 - logits.clamp(max=0)))  # clamp: no inf in the
+    nll = -torch.log(s.gather(-1, y[:, None]).squeeze(-1) / s.sum(-1))     # unused branch's gradient
+    return nll.mean() if reduction == "mean" else nll.sum() if reduction == "sum" else nll
+
+
+def make_loss(cfg):
+    """The loss train_step minimises and evaluate reports (train_loss, val_loss): F.cross_entropy
+    (softmax) or stablemax_cross_entropy; --loss_precision=float64 casts the logits to float64
+    first (the model stays float32), as Prieto et al.'s float64 cross-entropy does."""
+    loss = F.cross_entropy if cfg.loss == "softmax" else stablemax_cross_entropy
+    if cfg.loss_precision == "float32":
+        return loss
+    return lambda logits, y, reduction="mean": loss(logits.double(), y, reduction=reduction)
+
+
+@torch.no_grad()
+def orthogonalize_gradients(optimizer, eps=1e-30):
+    """--optimizer=orthograd: Prieto et al. (2025)'s ⊥Grad, in their OrthoGrad wrapper's order, for
+    each parameter w with gradient g (both flattened), just before the AdamW step:
+    g_perp = g - (w.g / (w.w + eps)) w, then g <- g_perp * (|g| / (|g_perp| + eps))."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                w, g = p.view(-1), p.grad.view(-1)
+                g_perp = g - torch.dot(w, g) / (torch.dot(w, w) + eps) * w
+                p.grad.copy_((g_perp * (g.norm(2) / (g_perp.norm(2) + eps))).view_as(p.grad))
+
+
 # ---------------------------------------------------------------------------------------------
 # TRAINING AND EVALUATION: one (dataset, seed) unit.
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +446,7 @@ class Unit:
     optimizer: torch.optim.Optimizer
     logits_fn: callable
     state: dict = field(default_factory=dict)
+    loss_fn: callable = F.cross_entropy  # make_loss(cfg)
 
 
 @torch.no_grad()
@@ -393,14 +458,16 @@ def evaluate(unit, x, y, batch_size):
     loss_sum = correct = saturated = 0.0
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         logits = unit.logits_fn(xb).float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        loss_sum += unit.loss_fn(logits, yb, reduction="sum")
         correct += (logits.argmax(-1) == yb).sum()
         saturated += (logits.softmax(-1).amax(-1) == 1.0).sum()  # softmax collapse in float32
     weight_norm = torch.sqrt(sum(p.detach().float().pow(2).sum() for p in model.parameters()))
+    last_layer_norm = model.head.weight.detach().float().norm()  # the slingshot's (Thilak et al. 2022)
     model.train()
     n = len(y)
     return {"val_loss": (loss_sum / n).item(), "val_accuracy": (correct / n).item(),
-            "weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item()}
+            "weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item(),
+            "last_layer_norm": last_layer_norm.item()}
 
 
 def build_unit(cfg, dataset, run):
@@ -416,7 +483,35 @@ def build_unit(cfg, dataset, run):
         logits_fn = run.choose_forward(model, model.forward_fast, model, x, y, F.cross_entropy)
     if cfg.compile:
         logits_fn = torch.compile(logits_fn)
-    return Unit(data, model, make_optimizer(model, cfg), logits_fn)
+    return Unit(data, model, make_optimizer(model, cfg), logits_fn, loss_fn=make_loss(cfg))
+
+
+def make_progress_measures(cfg, dataset, data):
+    """--progress_every: instruments.ProgressMeasures (Nanda et al. 2023; definitions in
+    instruments.py) over every (a, b) pair of x_plus_y / x_minus_y; None when off or undefined."""
+    if not cfg.progress_every or dataset not in PROGRESS_DATASETS:
+        return None
+    import instruments  # imported only when on: the default run needs none of it
+    p, a, b, c = operation_table(dataset, cfg.prime)
+    tokens = torch.stack([a + 2, torch.zeros_like(a), b + 2, torch.ones_like(a)], dim=1)  # row a p + b
+    train = torch.zeros(p * p, dtype=torch.bool)
+    train[((data["train_x"][:, 0] - 2) * p + data["train_x"][:, 2] - 2).cpu()] = True
+    return instruments.ProgressMeasures(p, tokens.to(data["train_x"].device), c, train,
+                                        1 if dataset == "x_plus_y" else -1, slice(2, 2 + p),
+                                        cfg.eval_batch_size)
+
+
+def checkpoint(cfg, dataset, run, unit, step):
+    """What --save_checkpoints writes with run.save_checkpoint, as
+    out_dir/checkpoints/{dataset}_{seed_index}/step_{step:06d}.pt. Plain torch.load reads it
+    (after `import torch, experiment as E`):
+        ckpt = torch.load("run_1/checkpoints/x_plus_y_0/step_007500.pt")
+        model = E.Transformer(E.Config(**ckpt["config"]), ckpt["vocab_size"], ckpt["num_classes"])
+        model.load_state_dict(ckpt["model"])
+    ckpt["optimizer"] loads into E.make_optimizer(model, E.Config(**ckpt["config"])).load_state_dict."""
+    return {"step": step, "dataset": dataset, "seed": run.seed, "config": dataclasses.asdict(cfg),
+            "vocab_size": unit.data["vocab_size"], "num_classes": unit.data["num_classes"],
+            "model": unit.model.state_dict(), "optimizer": unit.optimizer.state_dict()}
 
 
 def train_step(cfg, step, unit, x, y):
@@ -426,10 +521,12 @@ def train_step(cfg, step, unit, x, y):
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, cfg)
     logits = unit.logits_fn(x)
-    loss = F.cross_entropy(logits, y)
+    loss = unit.loss_fn(logits, y)
     optimizer.zero_grad(set_to_none=True)
     (loss + regulariser(model, cfg)).backward()
     filter_gradients(model, unit.state.setdefault("grokfast", {}), cfg)
+    if cfg.optimizer == "orthograd":
+        orthogonalize_gradients(optimizer)
     optimizer.step()
     return logits, loss
 
@@ -439,6 +536,7 @@ def train_unit(cfg, dataset, seed_index, run):
     the records (stopping a unit whose loss is no longer finite) and makes the result."""
     unit = build_unit(cfg, dataset, run)
     data, device = unit.data, run.device
+    progress = make_progress_measures(cfg, dataset, data)
     sampler = torch.Generator(device=device).manual_seed(run.seed)
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     for step in range(cfg.total_steps):
@@ -455,10 +553,15 @@ def train_unit(cfg, dataset, seed_index, run):
             train = {"step": done, "train_loss": (loss_sum / seen).item(),
                      "train_accuracy": (correct / seen).item()}
             val = {"step": done, **evaluate(unit, data["val_x"], data["val_y"], cfg.eval_batch_size)}
+            if progress is not None and (done % cfg.progress_every == 0 or done == cfg.total_steps):
+                val.update(progress(unit.model, unit.logits_fn))
             if not run.record(train, val):
                 break  # diverged: the harness reports it and nulls the final values
             loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-    return run.result()
+        if cfg.save_checkpoints and (done % cfg.save_checkpoints == 0 or done == cfg.total_steps):
+            run.save_checkpoint(done, checkpoint(cfg, dataset, run, unit, done))
+    # the slingshot spikes' steps go in the unit's file; their count is final_info's "slingshots"
+    return {**run.result(), "slingshot_steps": grokstats.slingshot_steps(run.train_info)}
 
 
 if __name__ == "__main__":

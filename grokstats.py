@@ -24,6 +24,18 @@ Per unit (`unit_statistics`):
   falls back to chance after crossing scores near 0 on (a) or (b). The window is cut at the
   crossing because the permutation units cross at 7210 / 7230, inside the last-10% window, so
   their `final_val_acc_tail` (0.824 / 0.876) mixes in pre-grokking records.
+- `slingshots`: the number of slingshot spikes (Thilak et al. 2022, "The slingshot mechanism") in
+  the train loss after memorisation, None if train accuracy never exceeded 0.99
+  (`slingshot_steps` gives their steps; experiment.py puts them in the unit's file as
+  "slingshot_steps"). A spike starts at a train record, from the first one with train accuracy >
+  0.99 onward and at least SPIKE_WINDOW = 10 records after it, whose train loss exceeds
+  SPIKE_FACTOR = 10 times the median train loss of the SPIKE_WINDOW records before it; consecutive
+  records over that line are one spike, counted at its first record. Non-finite or None losses
+  are never spikes and are left out of the medians. Measured on run_0 (7500 updates, records every
+  10): 15-18 spikes on x_plus_y, 21-22 on x_minus_y, 22-24 on x_div_y, 16-20 on permutation, the
+  median gap 230-425 updates and never under 190; a factor of 5 gives the same counts on the
+  modular units (permutation: 22-25), so the line sits well below the spikes' height (their
+  peaks are 10-5000 times the median).
 
 Steps to 99% val accuracy are censored data: a unit that never crossed is censored at
 total_steps, or at its last recorded step if it diverged (`grok_time`). They are summarised by the
@@ -59,6 +71,8 @@ THRESHOLD = 0.99
 TAIL_FRACTION = 0.1
 HELD_FRACTION = 0.8
 ALPHA = 0.05
+SPIKE_FACTOR = 10.0
+SPIKE_WINDOW = 10
 
 
 def _finite(values):
@@ -96,6 +110,7 @@ def unit_statistics(train_info, val_info, total_steps, diverged=False):
     step_val = None if first is None else val_info[first]["step"]
     step_train = _first_step(train_info, "train_accuracy")
     tail = max(1, math.ceil(TAIL_FRACTION * len(acc)))
+    spikes = slingshot_steps(train_info)
     sustained = 0
     if first is not None and not diverged:
         after = [_reached(a) for a in acc[first:]]
@@ -105,7 +120,26 @@ def unit_statistics(train_info, val_info, total_steps, diverged=False):
             "grokked": int(step_val is not None),
             "grok_delay": None if step_val is None or step_train is None else step_val - step_train,
             "final_val_acc_tail": None if diverged or not acc else mean_or_none(acc[-tail:]),
-            "sustained": sustained}
+            "sustained": sustained,
+            "slingshots": None if spikes is None else len(spikes)}
+
+
+def slingshot_steps(train_info, factor=SPIKE_FACTOR, window=SPIKE_WINDOW):
+    """Steps where a slingshot spike of the train loss starts (module docstring), or None if train
+    accuracy never exceeded THRESHOLD."""
+    start = next((i for i, r in enumerate(train_info) if _reached(r.get("train_accuracy"))), None)
+    if start is None:
+        return None
+    losses = [r.get("train_loss") for r in train_info]
+    losses = [v if v is not None and math.isfinite(v) else None for v in losses]
+    steps, previous = [], False
+    for i in range(start + window, len(losses)):
+        before = [v for v in losses[i - window:i] if v is not None]
+        spike = losses[i] is not None and bool(before) and losses[i] > factor * float(np.median(before))
+        if spike and not previous:
+            steps.append(train_info[i]["step"])
+        previous = spike
+    return steps
 
 
 def grok_time(val_info, total_steps, diverged=False):

@@ -4,11 +4,17 @@ plot.py: figures and tables for every finished run_* folder in the current (proj
     python plot.py                                          # all runs, outputs here
     python plot.py --runs=run_0,run_3 --out_dir=figures --format=pdf
 
-Per dataset: train_loss_{d}, val_loss_{d}, train_acc_{d}, val_acc_{d} (+ weight_norm_{d} and
-softmax_collapse_{d} when val_info records them): one line per run = mean over seeds, band =
-+-1 standard error (grokstats.standard_error per step), a diamond at the run's mean step to 99%
-val accuracy when every seed reached it. summary_plot: final val accuracy and steps to 99% per run
-and dataset. results.md / results.tex: the same numbers as tables (\\input{results.tex} in a paper).
+Per dataset: train_loss_{d}, val_loss_{d}, train_acc_{d}, val_acc_{d} (+ weight_norm_{d},
+softmax_collapse_{d} when val_info records them, with the last layer's weight norm (the slingshot
+signal) in a panel under the weight norm, and any other numeric key): one line per run = mean over seeds, band = +-1 standard error (grokstats.standard_error per
+step), a diamond at the run's mean step to 99% val accuracy when every seed reached it.
+summary_plot: final val accuracy and steps to 99% per run and dataset. results.md / results.tex:
+the same numbers as tables (\\input{results.tex} in a paper). Runs with Fourier progress measures
+(experiment.py --progress_every) also get, per dataset, for their first seed that has them:
+fourier_norms_{d}_{run} (the embedding's and the logits' norm per frequency over training, heat
+strips) and
+progress_measures_{d}_{run} (restricted and excluded loss beside train and test loss, as in
+Nanda et al. 2023's Figure 7).
 
 Fill `labels` below to choose the runs (in its order) and their legend labels; empty = every run,
 labelled from notes.txt's "## Run N: Title" headings.
@@ -61,6 +67,9 @@ DIAGNOSTICS = {  # drawn only when some run records them
     "weight_norm": ("val_info", "weight_norm", "Weight norm", "L2 norm of all parameters", False),
     "softmax_collapse": ("val_info", "softmax_collapse", "Softmax collapse",
                          "Fraction of val. examples\nwith max softmax = 1", False),
+}
+BELOW = {  # metric -> (part, record key, y label) of a quantity drawn in a panel under it
+    "weight_norm": ("val_info", "last_layer_norm", "L2 norm of the last\nlayer's (head's) weights"),
 }
 
 
@@ -197,10 +206,12 @@ def records(run, dataset, seed, part):
 
 
 def seed_curves(run, dataset, part, key):
-    """[(steps, values)] per seed that has records; a missing value is NaN."""
+    """[(steps, values)] per seed that has records carrying the key (a key recorded only every
+    few records, such as the progress measures, is drawn through the records that carry it); a
+    None value is NaN."""
     curves = []
     for seed in seeds_of(run, dataset):
-        rows = records(run, dataset, seed, part)
+        rows = [r for r in records(run, dataset, seed, part) if key in r]
         if rows:
             curves.append((np.array([as_float(r["step"]) for r in rows]),
                            np.array([as_float(r.get(key)) for r in rows])))
@@ -307,7 +318,7 @@ def recorded_metrics(runs, dataset):
     """{metric: (part, key, title, y label, log)}: METRICS, DIAGNOSTICS, then every other numeric
     key of the train_info / val_info records (a diagnostic an edited evaluate() returns)."""
     found = {**METRICS, **DIAGNOSTICS}  # a diagnostic with no finite value is left out when drawn
-    known = {(part, key) for part, key, *_ in (*METRICS.values(), *DIAGNOSTICS.values())}
+    known = {(part, key) for part, key, *_ in (*METRICS.values(), *DIAGNOSTICS.values(), *BELOW.values())}
     for run in runs:
         for seed in seeds_of(run, dataset):
             for part in ("train_info", "val_info"):
@@ -322,25 +333,37 @@ def recorded_metrics(runs, dataset):
     return found
 
 
+def draw_runs(ax, runs, dataset, part, key):
+    """Each run's mean +- 1 SE of one record key on ax, its median step to 99% marked:
+    (legend handles, whether a step was marked, whether some mean is positive)."""
+    handles, marked, positive = [], False, False
+    for run in runs:
+        steps, mean, se = mean_se_curve(seed_curves(run, dataset, part, key))
+        if not np.isfinite(mean).any():
+            continue
+        color, style = run_style(run)
+        line, = ax.plot(steps, mean, color=color, linestyle=style, lw=1.6, label=run.label)
+        ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.2, lw=0)
+        handles.append(line)
+        positive |= bool((mean[np.isfinite(mean)] > 0).any())
+        marked |= mark_grok_step(ax, run, dataset, color, style)
+    return handles, marked, positive
+
+
 def plot_curves(runs, dataset, metric, path, always=False, spec=None):
     """One metric against update step: mean over seeds +- 1 SE per run, diamonds at the mean
-    step to 99% val accuracy of runs whose seeds all reached it. With nothing finite to draw:
-    False, after writing a figure that says so when `always` (the four promised files)."""
+    step to 99% val accuracy of runs whose seeds all reached it; BELOW's quantity in a second
+    panel when some run records it. With nothing finite to draw: False, after writing a figure
+    that says so when `always` (the four promised files)."""
     part, key, title, ylabel, log = spec or {**METRICS, **DIAGNOSTICS}[metric]
+    below = BELOW.get(metric)
     with rc_context(RC):
-        fig = Figure(figsize=FIGSIZE)
-        ax = fig.add_subplot()
-        handles, marked, positive = [], False, False
-        for run in runs:
-            steps, mean, se = mean_se_curve(seed_curves(run, dataset, part, key))
-            if not np.isfinite(mean).any():
-                continue
-            color, style = run_style(run)
-            line, = ax.plot(steps, mean, color=color, linestyle=style, lw=1.6, label=run.label)
-            ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.2, lw=0)
-            handles.append(line)
-            positive |= bool((mean[np.isfinite(mean)] > 0).any())
-            marked |= mark_grok_step(ax, run, dataset, color, style)
+        lower = below is not None and any(np.isfinite(mean_se_curve(seed_curves(r, dataset, *below[:2]))[1]).any()
+                                          for r in runs)
+        fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] * 1.7) if lower else FIGSIZE)
+        axes = fig.subplots(2 if lower else 1, 1, sharex=True, squeeze=False)[:, 0]
+        ax = axes[0]
+        handles, marked, positive = draw_runs(ax, runs, dataset, part, key)
         if not handles and always:
             ax.text(0.5, 0.5, "no finite values recorded", transform=ax.transAxes, ha="center")
         if marked:
@@ -349,11 +372,15 @@ def plot_curves(runs, dataset, metric, path, always=False, spec=None):
         if log and positive:
             ax.set_yscale("log")  # losses span decades: memorisation, then the grokking drop
             plain_log_labels(ax)
-        ax.set(title=f"{title}: {dataset}", xlabel="Update step", ylabel=ylabel)
+        ax.set(title=f"{title}: {dataset}", xlabel="" if lower else "Update step", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
         ax.grid(alpha=0.3)
+        if lower:
+            draw_runs(axes[1], runs, dataset, below[0], below[1])
+            axes[1].set(xlabel="Update step", ylabel=below[2])
+            axes[1].grid(alpha=0.3)
         if handles:
-            legend_below(ax, handles, [r.label for r in runs])
+            legend_below(axes[-1], handles, [r.label for r in runs])
         if handles or always:
             save(fig, path)
     return bool(handles)
@@ -383,6 +410,76 @@ def mark_grok_step(ax, run, dataset, color, style):
         return False
     ax.axvline(median, color=color, linestyle=style, lw=1.0, alpha=0.8, zorder=1)
     return True
+
+
+def progress_rows(run, dataset):
+    """(seed, val_info records carrying the Fourier progress measures) of the run's first seed
+    that has them, or (None, [])."""
+    for seed in seeds_of(run, dataset):
+        rows = [r for r in records(run, dataset, seed, "val_info")
+                if isinstance(r.get("fourier_norms"), list) and r["fourier_norms"]]
+        if rows:
+            return seed, rows
+    return None, []
+
+
+def frequency_strip(fig, ax, steps, norms, keys, title):
+    """A heat strip: each frequency's share of the squared norms (rows k = 1 .. K) per record."""
+    share = norms ** 2 / (norms ** 2).sum(axis=0, keepdims=True)
+    edges = np.concatenate([[0.0], (steps[1:] + steps[:-1]) / 2, [steps[-1]]]) if len(steps) > 1 \
+        else np.array([0.0, steps[0]])
+    mesh = ax.pcolormesh(edges, np.arange(len(share) + 1) + 0.5, share, cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="share", pad=0.08)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(keys, [str(k) for k in keys], fontsize=7)
+    ax.set(title=title, ylabel="Frequency k")
+
+
+def plot_progress_measures(run, dataset, out, ext):
+    """For a run with --progress_every, its first seed that has them: fourier_norms_{dataset}_{run}:
+    heat strips over training of each frequency k's share of the token embedding's squared norm
+    (top) and of the logits' (bottom), the last record's key frequencies ticked on the right;
+    progress_measures_{dataset}_{run}: train, test (val), restricted and excluded loss, log scale,
+    with the first step above 99% val accuracy, as Nanda et al. (2023)'s Figure 7. [] without."""
+    seed, rows = progress_rows(run, dataset)
+    if not rows:
+        return []
+    steps = np.array([as_float(r["step"]) for r in rows])
+    keys = [int(k) for k in rows[-1].get("key_frequencies") or []]
+    who = f"{run.label}, seed index {seed}"
+    paths = [out / f"fourier_norms_{dataset}_{run.name}.{ext}", out / f"progress_measures_{dataset}_{run.name}.{ext}"]
+    with rc_context(RC):
+        strips = [("fourier_norms", "Token embedding W_E"), ("logit_fourier_norms", "Logits along cos/sin(w_k(a±b))")]
+        strips = [(key, title) for key, title in strips if all(isinstance(r.get(key), list) for r in rows)]
+        fig = Figure(figsize=(FIGSIZE[0] * 1.4, FIGSIZE[1] * (0.2 + 0.8 * len(strips))))
+        axes = fig.subplots(len(strips), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (key, title) in zip(axes, strips):
+            norms = np.array([[as_float(v) for v in r[key]] for r in rows]).T  # (K, records)
+            frequency_strip(fig, ax, steps, norms, keys, f"{title}: share of the squared norm per frequency")
+        axes[-1].set_xlabel("Update step")
+        fig.suptitle(f"Fourier spectrum over training: {dataset}, {who}")
+        fig.tight_layout()
+        save(fig, paths[0])
+        fig = Figure(figsize=(FIGSIZE[0] * 1.4, FIGSIZE[1]))
+        ax = fig.add_subplot()
+        train = records(run, dataset, seed, "train_info")
+        val = records(run, dataset, seed, "val_info")
+        curves = (("train loss", train, "train_loss", "C0"), ("test (val.) loss", val, "val_loss", "C1"),
+                  ("restricted loss", rows, "restricted_loss", "C2"),
+                  ("excluded loss", rows, "excluded_loss", "C3"))
+        for label, part, key, color in curves:
+            x = np.array([as_float(r["step"]) for r in part])
+            y = np.array([as_float(r.get(key)) for r in part])
+            ax.plot(x, y, color=color, lw=1.4, label=label)
+        grok = next((r["step"] for r in val if as_float(r.get("val_accuracy")) > GROK_THRESHOLD), None)
+        if grok is not None:
+            ax.axvline(grok, color="k", lw=1.0, ls=":", label="first val. acc. > 99%")
+        ax.set_yscale("log")
+        ax.set(title=f"Progress measures: {dataset}\n{who}", xlabel="Update step", ylabel="Loss")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False, ncol=3)
+        save(fig, paths[1])
+    return paths
 
 
 def plot_summary(runs, datasets, path, baseline=None):
@@ -627,6 +724,8 @@ def write_figures(runs, datasets, out, ext):
     written = []
     for dataset in datasets:
         present = [r for r in runs if dataset in r.datasets]
+        for run in present:
+            written += plot_progress_measures(run, dataset, out, ext)
         for metric, spec in recorded_metrics(present, dataset).items():
             path = out / f"{metric}_{dataset}.{ext}"
             drawn = plot_curves(present, dataset, metric, path, always=metric in METRICS, spec=spec)

@@ -20,7 +20,7 @@ DATASETS = ["x_plus_y", "permutation"]
 FINAL_KEYS = ["final_train_loss", "final_val_loss", "final_train_acc", "final_val_acc",
               "step_val_acc_99"]  # the AI-Scientist keys, first and in this order
 ADDED_KEYS = ["diverged", "step_train_acc_99", "grokked", "grok_delay", "final_val_acc_tail",
-              "sustained"]  # the statistics added after them (grokstats.unit_statistics)
+              "sustained", "slingshots"]  # the statistics added after them (grokstats.unit_statistics)
 
 
 @pytest.fixture(scope="module")
