@@ -109,18 +109,7 @@ def discover_runs(root="."):
     return [path for _, path in sorted(found)]
 
 
-RESULT_KEY = re.compile(r"(?P<dataset>.+)_(?P<seed>\d+)_(?P<part>final_info|train_info|val_info)")
-
-
-def read_file(path, read):
-    """read(path), or ValueError naming the file and why it cannot be read."""
-    if not path.is_file():
-        raise ValueError(f"no {path.name}")
-    try:
-        return read(path)
-    except Exception as e:  # truncated, garbage or foreign files all mean "not a finished run"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(f"{path.name} is unreadable ({type(e).__name__}: {reason[:120]})")
+RESULT_KEY, read_file = grokstats.RESULT_KEY, grokstats.read_file  # {dataset}_{seed}_{part}; one-line errors
 
 
 def load_run(folder):
