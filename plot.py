@@ -665,7 +665,7 @@ def latex_table(rows):
     ragged p column (\\tabularnewline, because \\raggedright redefines \\\\)."""
     end = " \\tabularnewline"
     lines = ["% Written by plot.py. Use: \\input{results.tex} (no packages needed).",
-             "\\begin{table}[t]", "\\centering", "\\footnotesize", "\\setlength{\\tabcolsep}{4pt}",
+             "\\begin{table}[t]", "\\centering", "\\footnotesize", "\\setlength{\\tabcolsep}{3pt}",
              "\\caption{" + TEX_CAPTION + "}", "\\label{tab:results}", "\\vspace{4pt}",
              "\\begin{tabular}{p{2.6cm}" + "c" * len(TEX_COLUMNS) + "}", "\\hline",
              " & ".join(["Run"] + list(TEX_COLUMNS)) + end]

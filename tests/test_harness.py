@@ -181,9 +181,8 @@ def test_plot_draws_every_run_while_experiment_py_is_broken(tmp_path):
 
 def test_a_diagnostic_returned_by_an_edited_evaluate_is_recorded_and_drawn(tmp_path):
     folder = project(tmp_path, [(
-        '"weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item()}',
-        '"weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item(),\n'
-        '            "head_norm": model.head.weight.norm().item()}')])
+        '"val_accuracy": (correct / n).item(),',
+        '"val_accuracy": (correct / n).item(), "head_norm": model.head.weight.norm().item(),')])
     run(folder, "--out_dir=run_0", *ONE_UNIT)
     results = np.load(folder / "run_0" / "all_results.npy", allow_pickle=True).item()
     assert all(r["head_norm"] > 0 for r in results["x_plus_y_0_val_info"])
