@@ -115,9 +115,15 @@ class Config:
                                         "only; 1024 measured fastest on CPU)", ok="[1, inf)")
     fast_forward: bool = option(True, "exact shortcut (Transformer.forward_fast), checked against "
                                       "the plain forward at the start of each unit; false = plain")
-    compile: bool = option(False, "torch.compile the forward: 7-20% faster CPU updates, 20-45% "
-                                  "faster evaluations (measured) after about a minute of compiling "
-                                  "per process and dataset shape; equal to float tolerance")
+    compile: Literal["auto", "true", "false"] = option(
+        "auto", "torch.compile the fast forward, checked against the plain one like it (eager if "
+                "compiling fails): 17-25% faster updates, 30-50% faster evaluations (bench.py) after "
+                "2-3 min of compiling per process and shape (seconds with a warm cache); auto = true "
+                "for units of >= 5000 updates where a compiler exists (harness.use_compile)")
+    precision: Literal["float32", "bf16"] = option(
+        "float32", "bf16: the forward under torch.autocast(bfloat16) (matmuls in bfloat16; weights, "
+                   "AdamW and the loss stay float32): faster only on GPUs and CPUs with native bf16; "
+                   "grokking is sensitive to precision, so compare with a float32 run (with_precision)")
     # research instruments (off by default: the baseline computes exactly what it did without them)
     loss: Literal["softmax", "stablemax"] = option(
         "softmax", "cross-entropy over softmax, or over StableMax (Prieto et al. 2025; make_loss)")
@@ -150,6 +156,10 @@ class Config:
         if small:  # allowed (batches are drawn with replacement), but slow and unusual
             harness.warn(f"--batch_size={self.batch_size} exceeds the train split ({', '.join(small)} "
                          "examples); each batch repeats examples")
+        if self.precision == "bf16" and not (torch.cuda.is_available() or torch.cpu._is_avx512_bf16_supported()
+                                             or torch.cpu._is_amx_tile_supported()):
+            harness.warn("--precision=bf16: this CPU has no native bfloat16 (avx512_bf16 or AMX), so "
+                         "bf16 runs slower than float32 here")
         if self.progress_every:
             require(self.progress_every % self.eval_every == 0, f"--progress_every={self.progress_every}"
                     f" must be a multiple of --eval_every={self.eval_every}")
@@ -223,11 +233,13 @@ class CausalSelfAttention(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x, past_kv=None, last_only=False):
-        """x (B, T, D) new positions, after past_kv's P positions (keys, values (B, P, H, D/H)).
-        Returns the output (B, T or 1, D) and the keys and values of all P + T positions."""
+    def forward(self, x, past_kv=None, last_only=False, qkv=None):
+        """x (B, T, D) new positions, after past_kv's P positions (keys, values (B, P, H, D/H));
+        qkv: self.qkv(x) if already known. Returns the output (B, T or 1, D) and the keys and
+        values of all P + T positions."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).unbind(2)  # (B, T, H, hd)
+        qkv = self.qkv(x) if qkv is None else qkv
+        q, k, v = qkv.view(B, T, 3, self.heads, D // self.heads).unbind(2)  # (B, T, H, hd)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=1), torch.cat([past_kv[1], v], dim=1)
         if last_only:
@@ -252,8 +264,8 @@ class DecoderBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.ffn_norm = nn.LayerNorm(dim)
 
-    def forward(self, x, past_kv=None, last_only=False):
-        a, kv = self.attn(x, past_kv, last_only)
+    def forward(self, x, past_kv=None, last_only=False, qkv=None):
+        a, kv = self.attn(x, past_kv, last_only, qkv)
         x = self.attn_norm((x[:, -1:] if last_only else x) + a)
         return self.ffn_norm(x + self.ffn(x)), kv
 
@@ -278,25 +290,58 @@ class Transformer(nn.Module):
             x, _ = block(x)
         return self.head(self.final_norm(x[:, -1]))
 
-    def forward_fast(self, tokens, prefix_len=PREFIX_LEN):
+    def forward_fast(self, tokens, tables=None, token_tables=True):
         """The same logits as forward() with less arithmetic, exact because attention is causal:
-        1. positions < prefix_len depend only on the prefix tokens, so they run once per distinct
-           prefix (97 for a batch of 512) and their keys and values are gathered per example;
-        2. only the last position reaches the loss, so the last block computes only it.
-        Edits to the blocks take effect in both paths. Config.fast_forward=False runs forward()."""
-        key = tokens[:, 0]
-        for i in range(1, prefix_len):
-            key = key * self.token_embedding.num_embeddings + tokens[:, i]
-        prefixes, which = torch.unique(key, return_inverse=True)  # which: (B,) index into prefixes
-        first = torch.empty_like(prefixes).scatter_(0, which, torch.arange(len(key), device=key.device))
-        x_prefix = self.embed(tokens[first, :prefix_len])                 # (P, prefix_len, D)
-        x = self.embed(tokens[:, prefix_len:], start=prefix_len)           # (B, T - prefix_len, D)
+        1. positions < PREFIX_LEN depend only on the prefix tokens [a, 'o'], so they run once per
+           distinct prefix and their keys and values are gathered per example;
+        2. the first block's q, k, v at the other positions depend only on [b, '='], so they are
+           computed once per distinct suffix and gathered (token_tables=False: not);
+        3. only the last position reaches the loss, so the last block computes only it.
+        tables: the (prefix, suffix) TokenTables of the whole dataset (build_unit makes them:
+        static shapes, nothing waits on the host); None builds them from this batch. Edits to
+        the blocks take effect in both paths. Config.fast_forward=False runs forward()."""
+        prefixes, suffixes = tables or (TokenTable(tokens[:, :PREFIX_LEN]), TokenTable(tokens[:, PREFIX_LEN:]))
+        which, known_prefixes = prefixes.index(tokens[:, :PREFIX_LEN])   # (B,) row in prefixes.rows
+        suffix, known_suffixes = suffixes.index(tokens[:, PREFIX_LEN:])
+        if not (known_prefixes and known_suffixes):  # tokens outside the dataset: an edit made them
+            return self.forward(tokens)
+        x_prefix = self.embed(prefixes.rows)                              # (P, PREFIX_LEN, D)
+        x = self.embed(tokens[:, PREFIX_LEN:], start=PREFIX_LEN)          # (B, T - PREFIX_LEN, D)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
             x_prefix_next, (k, v) = block(x_prefix, last_only=last)
-            x, _ = block(x, past_kv=(k[which], v[which]), last_only=last)
+            if i == 0 and token_tables:
+                qkv = block.attn.qkv(self.embed(suffixes.rows, start=PREFIX_LEN))  # (S, T - PREFIX_LEN, 3D)
+                x, _ = block(x, past_kv=(k[which], v[which]), last_only=last, qkv=qkv[suffix])
+            else:
+                x, _ = block(x, past_kv=(k[which], v[which]), last_only=last)
             x_prefix = x_prefix_next
         return self.head(self.final_norm(x[:, -1]))
+
+
+class TokenTable:
+    """The distinct rows of a slice of token columns (rows (R, k)), and index(tokens): each
+    example's row in them. forward_fast computes what depends only on those columns once per row.
+    Made from the whole dataset, its shapes are static and index needs no torch.unique per batch."""
+
+    def __init__(self, tokens):
+        self.base = int(tokens.max()) + 1
+        self.keys, inverse = torch.unique(self.key(tokens), return_inverse=True)   # sorted
+        first = torch.empty_like(self.keys).scatter_(0, inverse, torch.arange(len(tokens), device=tokens.device))
+        self.rows = tokens[first]
+
+    def key(self, tokens):
+        key = tokens[:, 0]
+        for i in range(1, tokens.shape[1]):
+            key = key * self.base + tokens[:, i]
+        return key
+
+    @torch.compiler.disable  # its answer decides a branch: runs eagerly under torch.compile
+    def index(self, tokens):
+        """(B,) row of each example, and whether every example is in the table."""
+        key = self.key(tokens)
+        row = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
+        return row, bool(((self.keys[row] == key) & (tokens < self.base).all(1)).all())
 
 
 def init_weights(model, scheme):
@@ -470,6 +515,19 @@ def evaluate(unit, x, y, batch_size):
             "last_layer_norm": last_layer_norm.item()}
 
 
+def with_precision(logits_fn, cfg, device):
+    """--precision=bf16: the forward under torch.autocast(bfloat16), which runs matmuls (and the
+    other ops autocast lists) in bfloat16; parameters, gradients, AdamW and the loss stay float32."""
+    if cfg.precision == "float32":
+        return logits_fn
+
+    def forward(tokens):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            logits = logits_fn(tokens)
+        return logits.float()
+    return forward
+
+
 def build_unit(cfg, dataset, run):
     """One unit's data, model, optimizer and forward; run.seed drives split and initialisation.
     The fast forward is used only where run.choose_forward finds it equal to the plain one."""
@@ -478,11 +536,18 @@ def build_unit(cfg, dataset, run):
     model = Transformer(cfg, data["vocab_size"], data["num_classes"]).to(run.device)
     init_weights(model, cfg.init)
     logits_fn = model
-    if cfg.fast_forward:
+    if cfg.fast_forward:  # the first of these that equals the plain forward on a train batch
+        every = torch.cat([data["train_x"], data["val_x"]])
+        tables = TokenTable(every[:, :PREFIX_LEN]), TokenTable(every[:, PREFIX_LEN:])
         x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
-        logits_fn = run.choose_forward(model, model.forward_fast, model, x, y, F.cross_entropy)
-    if cfg.compile:
-        logits_fn = torch.compile(logits_fn)
+        candidates = {"fast": lambda t: model.forward_fast(t, tables),
+                      "prefix": lambda t: model.forward_fast(t, tables, token_tables=False)}
+        if harness.use_compile(cfg.compile, cfg.total_steps, run.device):  # checked like the others
+            candidates = {"fast, compiled": torch.compile(candidates["fast"]), **candidates}
+        logits_fn = run.choose_forward(model, candidates, model, x, y, F.cross_entropy)
+    elif harness.use_compile(cfg.compile, cfg.total_steps, run.device):
+        logits_fn = torch.compile(model)
+    logits_fn = with_precision(logits_fn, cfg, run.device)
     return Unit(data, model, make_optimizer(model, cfg), logits_fn, loss_fn=make_loss(cfg))
 
 

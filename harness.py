@@ -22,12 +22,14 @@ import argparse
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import inspect
 import json
 import math
 import os
 import platform
 import re
+import shutil
 import signal
 import sys
 import time
@@ -216,7 +218,14 @@ def _argparse_type(kind, tp):
 def from_stored(cls, stored):
     """Field values of cls from a config.json dict (JSON lists back to tuples)."""
     types_ = field_types(cls)
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in types_}
+
+    def value(k, v):
+        if isinstance(v, list):
+            return tuple(v)
+        if isinstance(v, bool) and typing.get_origin(types_[k][1]) is typing.Literal:
+            return str(v).lower()  # an option that was a bool (--compile) and became true/false/auto
+        return v
+    return {k: value(k, v) for k, v in stored.items() if k in types_}
 
 
 def parse(Config, argv):
@@ -287,6 +296,22 @@ def resolve_device(name):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+COMPILE_MIN_STEPS = 5000  # --compile=auto compiles units this long: a cold compile (2-3 min here) then pays
+
+
+def use_compile(setting, total_steps, device):
+    """--compile=true / false, or auto: true for units of at least COMPILE_MIN_STEPS updates where
+    torch.compile's default backend can build (a C++ compiler on CPU, Triton on CUDA). Compiling
+    takes about a minute per process and shape; it failing is caught by the fast path's check."""
+    if setting != "auto":
+        return setting == "true"
+    if total_steps < COMPILE_MIN_STEPS:
+        return False
+    if device.type == "cpu":
+        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
 
 
 def datasets_of(cfg):
@@ -365,16 +390,24 @@ class UnitRun:
         self.start = time.perf_counter()
 
     def choose_forward(self, model, fast, plain, x, y, loss_fn):
-        """fast if it computes what plain does on the batch (x, y) (check_fast_path), else plain,
-        with one warning line saying why. The path used goes into the unit's file."""
+        """The first fast forward that computes what plain does on the batch (x, y)
+        (check_fast_path), else plain, with one warning line saying why the ones before it
+        were not used. fast: a function, or {name: function} tried in order. The path used
+        goes into the unit's file."""
         start = time.perf_counter()
-        problem = check_fast_path(model, fast, plain, x, y, loss_fn)
-        self.forward = {"path": "plain" if problem else "fast",
-                        "reason": problem or "equal to the plain forward on a train batch",
+        problems = []
+        for name, fn in (fast.items() if isinstance(fast, dict) else [("fast", fast)]):
+            problem = check_fast_path(model, fn, plain, x, y, loss_fn)
+            if problem is None:
+                break
+            problems.append(f"{name}: {problem}" if isinstance(fast, dict) else problem)
+        else:
+            name, fn = "plain", plain
+        self.forward = {"path": name, "reason": "; ".join(problems) or "equal to the plain forward on a train batch",
                         "check_s": round(time.perf_counter() - start, 4)}
-        if problem:
-            self.warn(f"{self.dataset}_{self.seed_index}: training with the plain forward: {problem}")
-        return plain if problem else fast
+        if problems:
+            self.warn(f"{self.dataset}_{self.seed_index}: training with the {name} forward: {'; '.join(problems)}")
+        return fn
 
     def save_checkpoint(self, step, state):
         """torch.save(state) as out_dir/checkpoints/{dataset}_{seed_index}/step_{step:06d}.pt,

@@ -1,9 +1,11 @@
-"""Speed of the default configuration on this machine, in under 2 minutes.
+"""Speed of the default configuration on this machine, in about 3 minutes.
 
-    python benchmarks/bench.py              # add --compile to time torch.compile too (+2-4 min)
+    python benchmarks/bench.py              # add --compile to time torch.compile too (+3-6 min)
 
 Measures ms per update and per evaluation (whole val split) of one unit, single-threaded as the
-workers run, for the fast and the plain forward; projects the full baseline (4 datasets x 3 seeds x
+workers run, for the fast forward (with and without the first block's token tables), the plain
+forward and, with --compile, the compiled fast forward (what --compile=auto runs for long units
+where a compiler exists; compile time excluded: it is paid once per process and shape); projects the full baseline (4 datasets x 3 seeds x
 7500 updates, eval every 10) for the default --jobs; on a CPU, measures the core's matmul rate and
 counts the matmul FLOPs of an update and an evaluation, giving the baseline's arithmetic floor (no
 overhead at all); then times a short multi-unit run of experiment.py at --jobs=1 and --jobs=2.
@@ -29,11 +31,15 @@ TIMED = ("x_plus_y", "permutation")
 DEVICE = "auto"  # the smallest and the largest vocabulary and val split
 
 
-def time_unit(dataset, cfg, updates=20, evals=2):
+def time_unit(dataset, cfg, updates=20, evals=2, token_tables=True):
     """(ms per update, ms per evaluation) of one unit, through experiment.py's own functions."""
     device = harness.resolve_device(DEVICE)
     unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, device))
     data = unit.data
+    if not token_tables:  # the fast forward as it was before the first block's q/k/v tables
+        every = torch.cat([data["train_x"], data["val_x"]])
+        tables = E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:])
+        unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = itertools.count()
 
@@ -75,10 +81,14 @@ def matmul_gflops(seconds=1.0):
     return 2 * 1024 * 128 * 512 * n / (time.perf_counter() - start) / 1e9
 
 
-def unit_gflop(dataset, cfg):
+def unit_gflop(dataset, cfg, token_tables=True):
     """Matmul GFLOP of one update and of one evaluation, counted by torch's FlopCounterMode."""
     unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, "cpu"))
     data = unit.data
+    if not token_tables:
+        every = torch.cat([data["train_x"], data["val_x"]])
+        tables = E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:])
+        unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
     x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
     with FlopCounterMode(display=False) as update:
         E.train_step(cfg, 100, unit, x, y)
@@ -105,29 +115,36 @@ def main():
     jobs = harness.default_jobs(opts, len(E.DATASETS) * cfg.num_seeds)
     print(f"device: {device}, cpu_count: {os.cpu_count()}, torch: {torch.__version__}, "
           f"default jobs: {jobs}, threads per job: {opts.threads}")
-    variants = {"fast_forward": cfg, "plain": E.Config(fast_forward=False)}
+    eager = E.Config(compile="false")
+    variants = {"fast": (eager, True), "fast, no token tables": (eager, False),
+                "plain": (E.Config(fast_forward=False, compile="false"), True)}
     if "--compile" in sys.argv:
-        variants["fast_forward+compile"] = E.Config(compile=True)
+        variants["fast, compiled"] = (E.Config(compile="true"), True)
+    default = "fast, compiled" if harness.use_compile(cfg.compile, cfg.total_steps, device) else "fast"
+    print(f"--compile={cfg.compile} runs the '{default}' variant for the baseline here")
     results = {}
     print("| variant | dataset | ms/update | ms/eval | projected baseline (min) |")
     print("|---|---|---|---|---|")
-    for name, c in variants.items():
-        per_dataset = {d: time_unit(d, c) for d in TIMED}
+    for name, (c, tables) in variants.items():
+        per_dataset = {d: time_unit(d, c, token_tables=tables) for d in TIMED}
         results[name] = projected_baseline_s(per_dataset, c, jobs)
         for d, (u, e) in per_dataset.items():
             print(f"| {name} | {d} | {u:.1f} | {e:.0f} | {results[name] / 60:.1f} |")
-    print(f"speedup of fast_forward over plain (projected baseline): "
-          f"{results['plain'] / results['fast_forward']:.2f}x")
+    print(", ".join(f"{name} {results['plain'] / r:.2f}x" for name, r in results.items() if name != "plain")
+          + " faster than plain (projected baseline)")
     if device.type == "cpu":  # the floor: the matmul arithmetic alone at this core's rate
         rate = matmul_gflops()
-        flops = {d: unit_gflop(d, cfg) for d in TIMED}
-        floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3)
-                                      for d, (u, e) in flops.items()}, cfg, jobs)
-        print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s; matmul GFLOP per "
-              f"update / eval: " + ", ".join(f"{d} {u:.2f} / {e:.2f}" for d, (u, e) in flops.items()))
-        print(f"arithmetic floor of the default baseline (matmuls only, at that rate, {jobs} jobs): "
-              f"{floor / 60:.1f} min; the fast_forward projection above is "
-              f"{results['fast_forward'] / floor:.2f}x the floor")
+        print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s")
+        for name, tables in (("fast", True), ("fast, no token tables", False)):
+            flops = {d: unit_gflop(d, eager, tables) for d in TIMED}
+            floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3)
+                                          for d, (u, e) in flops.items()}, cfg, jobs)
+            print(f"{name}: matmul GFLOP per update / eval: "
+                  + ", ".join(f"{d} {u:.2f} / {e:.2f}" for d, (u, e) in flops.items())
+                  + f"; arithmetic floor of the baseline (matmuls only, at that rate, {jobs} jobs): "
+                  f"{floor / 60:.1f} min; its projection above is {results[name] / floor:.2f}x the floor"
+                  + (f", compiled {results['fast, compiled'] / floor:.2f}x" if name == "fast" and
+                     "fast, compiled" in results else ""))
     walls = {j: time_jobs(j) for j in (1, 2)}
     print("| --jobs | wall s (4 units x 100 updates) | speedup |")
     print("|---|---|---|")

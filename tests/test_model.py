@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import experiment as E
+import harness
 
 
 def model_and_batch(name, cfg=E.Config(), n=512, seed=0):
@@ -80,3 +81,114 @@ def test_a_pre_norm_rewrite_of_the_block_takes_effect_in_both_paths(monkeypatch)
     monkeypatch.setattr(E.DecoderBlock, "forward", pre_norm)
     assert (model(x) - before).abs().max() > 1e-3
     assert (model.forward_fast(x) - model(x)).abs().max() <= 1e-5
+
+
+# --- the speed machinery: static token tables, the layered self-check, compile, precision -----
+def dataset_tables(name, cfg=E.Config()):
+    d = E.make_dataset(name, cfg, 1337, "cpu")
+    every = torch.cat([d["train_x"], d["val_x"]])
+    return d, (E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:]))
+
+
+@pytest.mark.parametrize("name,prefixes,suffixes", [("x_plus_y", 97, 97), ("x_div_y", 97, 96),
+                                                    ("permutation", 120, 120)])
+def test_token_tables_hold_each_distinct_prefix_and_suffix_once(name, prefixes, suffixes):
+    d, (pre, suf) = dataset_tables(name)
+    assert (len(pre.rows), len(suf.rows)) == (prefixes, suffixes)  # a in every row; b != 0 for x_div_y
+    for table, cols in ((pre, slice(0, 2)), (suf, slice(2, 4))):
+        x = d["val_x"][:, cols]
+        row, known = table.index(x)
+        assert known and (table.rows[row] == x).all()
+    odd = d["val_x"][:3, 2:].clone()
+    odd[1] = torch.tensor([1, 0])                  # ['=', 'o']: in no example
+    assert not suf.index(odd)[1]
+    assert not suf.index(odd.clamp(max=0) + 500)[1]  # a token beyond the table's vocabulary
+
+
+@pytest.mark.parametrize("name", E.DATASETS)
+@pytest.mark.parametrize("token_tables", [True, False])
+def test_fast_forward_with_the_datasets_tables_equals_the_plain_forward(name, token_tables):
+    d, tables = dataset_tables(name)
+    torch.manual_seed(0)
+    model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
+    x, y = d["train_x"][:512], d["train_y"][:512]
+    outs = []
+    for fn in (model, lambda t: model.forward_fast(t, tables, token_tables)):
+        model.zero_grad()
+        logits = fn(x)
+        F.cross_entropy(logits, y).backward()
+        outs.append((logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert (outs[0][0] - outs[1][0]).abs().max() <= 1e-5 and (outs[0][1] - outs[1][1]).abs().max() <= 1e-6
+
+
+def test_tokens_outside_the_tables_take_the_plain_forward():
+    """An edit that makes new examples (data augmentation, a new token) cannot be silently
+    misread by the tables: such a batch is computed by the plain forward."""
+    d, tables = dataset_tables("x_plus_y")
+    model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
+    x = d["train_x"][:64].clone()
+    x[5, 3] = 0                                    # 'o' where '=' always is
+    assert not tables[1].index(x[:, 2:])[1]
+    assert (model.forward_fast(x, tables) - model(x)).abs().max() == 0
+
+
+def test_a_pre_norm_edit_keeps_the_prefix_sharing_and_drops_only_the_token_tables(monkeypatch):
+    """The first block's q/k/v table assumes the attention reads the embedding; a pre-norm block
+    reads LN(embedding), so the check refuses the tables and keeps the (still exact) prefixes."""
+    def pre_norm(self, x, past_kv=None, last_only=False, qkv=None):
+        a, kv = self.attn(self.attn_norm(x), past_kv, last_only, qkv)
+        x = (x[:, -1:] if last_only else x) + a
+        return x + self.ffn(self.ffn_norm(x)), kv
+    monkeypatch.setattr(E.DecoderBlock, "forward", pre_norm)
+    warnings = []
+    cfg = E.Config(datasets="x_plus_y", compile="false")
+    run = harness.UnitRun(cfg, "x_plus_y", 0, warn=warnings.append)
+    E.build_unit(cfg, "x_plus_y", run)
+    assert run.forward["path"] == "prefix" and run.forward["reason"].startswith("fast: logits differs by")
+    assert len(warnings) == 1 and "training with the prefix forward" in warnings[0]
+
+
+def test_a_candidate_that_raises_falls_back_to_the_next_one():
+    model, x, y = model_and_batch("x_minus_y", E.Config(dim_model=32, num_heads=2), n=64)
+    def broken(tokens):
+        raise RuntimeError("no C++ compiler found")
+    warnings = []
+    run = harness.UnitRun(E.Config(), "x_minus_y", 0, warn=warnings.append)
+    chosen = run.choose_forward(model, {"fast, compiled": broken, "fast": model.forward_fast}, model,
+                                x, y, F.cross_entropy)
+    assert chosen == model.forward_fast and run.forward["path"] == "fast"
+    assert warnings == ["x_minus_y_0: training with the fast forward: fast, compiled: the fast "
+                        "forward raised RuntimeError: no C++ compiler found"]
+
+
+def test_compile_auto_compiles_only_long_units_where_a_compiler_exists(monkeypatch):
+    cpu = torch.device("cpu")
+    assert harness.use_compile("true", 10, cpu) and not harness.use_compile("false", 10**6, cpu)
+    assert not harness.use_compile("auto", harness.COMPILE_MIN_STEPS - 1, cpu)
+    monkeypatch.setattr(harness.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert harness.use_compile("auto", harness.COMPILE_MIN_STEPS, cpu)
+    monkeypatch.setattr(harness.shutil, "which", lambda name: None)
+    assert not harness.use_compile("auto", 7500, cpu)  # no toolchain: eager
+
+
+def test_bf16_precision_runs_the_matmuls_in_bfloat16_and_keeps_the_rest_float32():
+    model, x, y = model_and_batch("x_plus_y", n=64)
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    cfg = E.Config(precision="bf16")
+    logits = E.with_precision(model, cfg, torch.device("cpu"))(x)
+    assert seen == [torch.bfloat16] and logits.dtype == torch.float32
+    assert 0 < (logits - model(x)).abs().max() < 0.1  # bfloat16 rounding, nothing else
+    assert E.with_precision(model, E.Config(), torch.device("cpu")) is model
+    F.cross_entropy(logits, y).backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_said_to_be_slower(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        E.Config(precision="bf16").check()
+        said = capsys.readouterr().err
+        assert ("no native bfloat16" in said) != native, said
