@@ -398,6 +398,7 @@ class UnitRun:
         problems = []
         for name, fn in (fast.items() if isinstance(fast, dict) else [("fast", fast)]):
             problem = check_fast_path(model, fn, plain, x, y, loss_fn)
+            stop_if_asked()  # an interrupt while torch.compile compiled
             if problem is None:
                 break
             problems.append(f"{name}: {problem}" if isinstance(fast, dict) else problem)
@@ -423,6 +424,7 @@ class UnitRun:
 
     def record(self, train_row, val_row):
         """Keep one record of each kind; False (stop training) once a loss is not finite."""
+        stop_if_asked()
         bad = [k for row in (train_row, val_row) for k, v in row.items()
                if "loss" in k and isinstance(v, float) and not math.isfinite(v)]
         self.train_info.append(strict(train_row))
@@ -515,6 +517,7 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
                    for d, s in units]
         while pending:
             time.sleep(0.2)
+            stop_if_asked()
             while not queue.empty():
                 queue.get()
                 if bar:
@@ -897,14 +900,28 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill PID`), handled as Ctrl-C: the worker pool is terminated, finished units kept."""
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated
+_stop_signal = None  # SIGINT or SIGTERM, once one has asked this process to stop
+
+
+def _on_signal(signum, frame):
+    """Ctrl-C and `kill PID` stop the run: raised here, and again at the next check (stop_if_asked),
+    because torch.compile runs Python in weakref callbacks, where CPython prints and drops an
+    exception raised by a signal handler (a Ctrl-C during compiling would otherwise be lost)."""
+    global _stop_signal
+    _stop_signal = signum
+    stop_if_asked()
+
+
+def stop_if_asked():
+    if _stop_signal is not None:
+        raise Terminated if _stop_signal == signal.SIGTERM else KeyboardInterrupt
 
 
 def main(Config, train_unit, argv=None):
     """The command line of experiment.py: parse and check everything, then run."""
-    if threading_main():
-        signal.signal(signal.SIGTERM, _on_sigterm)  # `kill PID` must not leave workers running
+    if threading_main():  # `kill PID` must not leave workers running; Ctrl-C must not be lost
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
     global _deferred
     _deferred = []
     try:

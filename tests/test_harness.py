@@ -101,7 +101,7 @@ DROPOUT = [("        self.ffn_norm = nn.LayerNorm(dim)\n",
 TORCH_ATTENTION = [
     ("        self.attn = CausalSelfAttention(dim, heads)\n",
      "        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)\n"),
-    ("""        a, kv = self.attn(x, past_kv, last_only)
+    ("""        a, kv = self.attn(x, past_kv, last_only, qkv)
         x = self.attn_norm((x[:, -1:] if last_only else x) + a)
         return self.ffn_norm(x + self.ffn(x)), kv""",
      """        T = x.shape[1]
