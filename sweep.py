@@ -366,12 +366,9 @@ def plot_sweep(out_dir):
 # ---------------------------------------------------------------------------------------------
 # MAIN
 # ---------------------------------------------------------------------------------------------
-def _on_sigterm(signum, frame):
-    raise harness.Terminated
-
-
 def main(argv=None):
-    signal.signal(signal.SIGTERM, _on_sigterm)  # `kill` stops the worker pool, as for experiment.py
+    for sig in (signal.SIGTERM, signal.SIGINT):  # as for experiment.py: never lost while compiling
+        signal.signal(sig, harness._on_signal)
     try:
         out_dir, specs, plot, base = parse_command(sys.argv[1:] if argv is None else argv)
         ok = run_sweep(out_dir, specs, base) if specs else True

@@ -31,15 +31,20 @@ TIMED = ("x_plus_y", "permutation")
 DEVICE = "auto"  # the smallest and the largest vocabulary and val split
 
 
+def without_token_tables(unit):
+    """The unit's forward made the fast forward as it was before the first block's q/k/v tables."""
+    every = torch.cat([unit.data["train_x"], unit.data["val_x"]])
+    tables = E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:])
+    unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
+
+
 def time_unit(dataset, cfg, updates=20, evals=2, token_tables=True):
     """(ms per update, ms per evaluation) of one unit, through experiment.py's own functions."""
     device = harness.resolve_device(DEVICE)
     unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, device))
     data = unit.data
-    if not token_tables:  # the fast forward as it was before the first block's q/k/v tables
-        every = torch.cat([data["train_x"], data["val_x"]])
-        tables = E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:])
-        unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
+    if not token_tables:
+        without_token_tables(unit)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = itertools.count()
 
@@ -86,9 +91,7 @@ def unit_gflop(dataset, cfg, token_tables=True):
     unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, "cpu"))
     data = unit.data
     if not token_tables:
-        every = torch.cat([data["train_x"], data["val_x"]])
-        tables = E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:])
-        unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
+        without_token_tables(unit)
     x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
     with FlopCounterMode(display=False) as update:
         E.train_step(cfg, 100, unit, x, y)

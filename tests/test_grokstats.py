@@ -232,8 +232,13 @@ def test_detectable_difference_normal_approximation():
 # The committed baseline
 # ---------------------------------------------------------------------------------------------
 
+PREVIOUS_RUN_0 = ROOT / "studies" / "run_0_before_token_tables"  # real curves that never change
+
+
 def test_run_0_units_are_classified_as_their_curves_show():
-    results = np.load(ROOT / "run_0" / "all_results.npy", allow_pickle=True).item()
+    """On the baseline made before issue 16's token tables (kept as a fixed real dataset; the
+    current run_0 is regenerated whenever the code's arithmetic changes)."""
+    results = np.load(PREVIOUS_RUN_0 / "all_results.npy", allow_pickle=True).item()
     for dataset in ("x_div_y", "x_minus_y", "x_plus_y", "permutation"):
         pairs = []
         for s in range(3):

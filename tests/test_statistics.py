@@ -11,13 +11,13 @@ import numpy as np
 import grokstats
 from helpers import ROOT, run_experiment
 
-SMALL = ["--datasets=x_plus_y", "--num_seeds=3", "--prime=23", "--dim_model=64", "--total_steps=700",
+SMALL = ["--datasets=x_plus_y", "--num_seeds=3", "--prime=23", "--dim_model=64", "--total_steps=800",
          "--batch_size=128", "--train_frac=0.8", "--eval_every=25", "--jobs=2"]
 
 
 def test_a_clearly_faster_run_gets_a_significant_verdict_in_its_notes(tmp_path):
-    """run_0: lr 1e-3, weight decay 0.1 never generalises in 700 updates (all 3 seeds censored);
-    run_1: lr 3e-3, weight decay 1.0 groks at 475-675 on all 3 seeds. Log-rank with 3 vs 3 seeds
+    """run_0: lr 1e-3, weight decay 0.1 never generalises in 800 updates (all 3 seeds censored);
+    run_1: lr 3e-3, weight decay 1.0 groks at 475-725 on all 3 seeds. Log-rank with 3 vs 3 seeds
     and complete separation: p = 0.02."""
     run_experiment(tmp_path, "--out_dir=run_0", *SMALL, "--lr=1e-3", "--weight_decay=0.1")
     run_experiment(tmp_path, "--out_dir=run_1", *SMALL, "--lr=3e-3", "--weight_decay=1.0",
@@ -31,7 +31,7 @@ def test_a_clearly_faster_run_gets_a_significant_verdict_in_its_notes(tmp_path):
     base = notes[notes.index("## Run 0"):notes.index("## Run 1")]
     assert "x_plus_y 0/3 grokked, median not reached" in base and "Verdict" not in base
     means = json.loads((tmp_path / "run_1" / "final_info.json").read_text())["x_plus_y"]["means"]
-    assert means["grokked_mean"] == 1.0 and means["step_val_acc_99_km_median"] <= 700
+    assert means["grokked_mean"] == 1.0 and means["step_val_acc_99_km_median"] <= 800
     subprocess.run([sys.executable, str(ROOT / "plot.py")], cwd=tmp_path, check=True, capture_output=True)
     results = (tmp_path / "results.md").read_text()
     assert "earlier, p = 0.02" in results and "vs run_0: groks earlier, p = 0.02" in results
@@ -61,8 +61,22 @@ def test_restat_adds_the_statistics_to_a_finished_run_from_its_curves(tmp_path):
     assert "grokked" in results["x_plus_y_0_final_info"]
 
 
+PREVIOUS_RUN_0 = ROOT / "studies" / "run_0_before_token_tables"  # a fixed real baseline
+
+
 def test_the_committed_run_0_carries_the_statistics():
+    """Every unit of the committed baseline has the statistics keys, consistent with its curves."""
     info = json.loads((ROOT / "run_0" / "final_info.json").read_text())
+    results = np.load(ROOT / "run_0" / "all_results.npy", allow_pickle=True).item()
+    for dataset, entry in info.items():
+        for s, step in enumerate(entry["final_info_dict"]["step_val_acc_99"]):
+            time, observed = grokstats.grok_time(results[f"{dataset}_{s}_val_info"], 7500)
+            assert (step, entry["final_info_dict"]["grokked"][s]) == (time, int(observed))
+        assert set(entry["means"]) >= {"grokked_mean", "sustained_mean", "step_val_acc_99_km_median"}
+
+
+def test_the_previous_run_0_carries_the_statistics():
+    info = json.loads((PREVIOUS_RUN_0 / "final_info.json").read_text())
     perm = info["permutation"]
     assert perm["final_info_dict"]["step_val_acc_99"] == [7500, 7210, 7230]  # unchanged meaning
     assert perm["final_info_dict"]["grokked"] == [0, 1, 1]
@@ -72,14 +86,14 @@ def test_the_committed_run_0_carries_the_statistics():
 
 def test_compare_baseline_reads_run_0_with_the_same_summary(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_baseline.py"),
-                           str(ROOT / "run_0")], capture_output=True, text=True, check=True)
+                           str(PREVIOUS_RUN_0)], capture_output=True, text=True, check=True)
     assert "| permutation | never (7500), 7210, 7230 | 2/3 grokked, KM median 7230 |" in proc.stdout
     assert "published 0/6: Fisher exact (two-sided) p = 0.08" in proc.stdout
-    units = grokstats.run_units(ROOT / "run_0")["permutation"]
+    units = grokstats.run_units(PREVIOUS_RUN_0)["permutation"]
     assert grokstats.grok_steps_summary([(u["time"], u["observed"]) for u in units])["text"] == \
         "2/3 grokked, KM median 7230"
-    shutil.copytree(ROOT / "run_0", tmp_path / "copy")  # more folders add seeds
+    shutil.copytree(PREVIOUS_RUN_0, tmp_path / "copy")  # more folders add seeds
     twice = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_baseline.py"),
-                            str(ROOT / "run_0"), str(tmp_path / "copy")], capture_output=True, text=True,
+                            str(PREVIOUS_RUN_0), str(tmp_path / "copy")], capture_output=True, text=True,
                            check=True).stdout
     assert "4/6 grokked" in twice
