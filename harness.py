@@ -483,6 +483,11 @@ def _worker_init(threads, queue, parent_pid):
     global _progress_queue, _parent_pid
     torch.set_num_threads(threads)
     _progress_queue, _parent_pid = queue, parent_pid
+    if sys.platform == "linux":  # die with the main process at once, even mid-compile (no record
+        import ctypes            # comes for minutes while torch.compile compiles): PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the main process died before that was set
+            os._exit(1)
 
 
 def _worker_run(train_unit, cfg, device, dataset, seed_index, out_dir):
