@@ -297,26 +297,37 @@ class Transformer(nn.Module):
         2. the first block's q, k, v at the other positions depend only on [b, '='], so they are
            computed once per distinct suffix and gathered (token_tables=False: not);
         3. only the last position reaches the loss, so the last block computes only it.
-        tables: the (prefix, suffix) TokenTables of the whole dataset (build_unit makes them:
-        static shapes, nothing waits on the host); None builds them from this batch. Edits to
-        the blocks take effect in both paths. Config.fast_forward=False runs forward()."""
+        tables: the (prefix, suffix) TokenTables of the whole dataset (dataset_tables: static
+        shapes, nothing waits on the host); None builds them from this batch. 1 and 2 are the
+        table pass, run once per update, and once per evaluation for all its chunks. Edits to the
+        blocks take effect in both paths. Config.fast_forward=False runs forward()."""
         prefixes, suffixes = tables or (TokenTable(tokens[:, :PREFIX_LEN]), TokenTable(tokens[:, PREFIX_LEN:]))
         which, known_prefixes = prefixes.index(tokens[:, :PREFIX_LEN])   # (B,) row in prefixes.rows
         suffix, known_suffixes = suffixes.index(tokens[:, PREFIX_LEN:])
         if not (known_prefixes and known_suffixes):  # tokens outside the dataset: an edit made them
             return self.forward(tokens)
-        x_prefix = self.embed(prefixes.rows)                              # (P, PREFIX_LEN, D)
+        rows = prefixes.rows, suffixes.rows if token_tables else None
+        if self.training or torch.is_grad_enabled():
+            kv, qkv = self.table_pass(*rows)
+        else:  # evaluation: every chunk of the split shares one table pass while the weights stay
+            kv, qkv = harness.reuse(self, self.table_pass, *rows)
         x = self.embed(tokens[:, PREFIX_LEN:], start=PREFIX_LEN)          # (B, T - PREFIX_LEN, D)
         for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            x_prefix_next, (k, v) = block(x_prefix, last_only=last)
-            if i == 0 and token_tables:
-                qkv = block.attn.qkv(self.embed(suffixes.rows, start=PREFIX_LEN))  # (S, T - PREFIX_LEN, 3D)
-                x, _ = block(x, past_kv=(k[which], v[which]), last_only=last, qkv=qkv[suffix])
-            else:
-                x, _ = block(x, past_kv=(k[which], v[which]), last_only=last)
-            x_prefix = x_prefix_next
+            k, v = kv[i]
+            x, _ = block(x, past_kv=(k[which], v[which]), last_only=i == len(self.blocks) - 1,
+                         qkv=qkv[suffix] if i == 0 and qkv is not None else None)
         return self.head(self.final_norm(x[:, -1]))
+
+    def table_pass(self, prefix_rows, suffix_rows=None):
+        """What forward_fast computes once per table row: each block's keys and values at the
+        prefix positions of every distinct prefix (P, PREFIX_LEN, H, D/H), and the first block's
+        q, k, v of every distinct suffix (S, T - PREFIX_LEN, 3D; None without suffix_rows)."""
+        kv, x = [], self.embed(prefix_rows)                                # (P, PREFIX_LEN, D)
+        for i, block in enumerate(self.blocks):
+            x, kv_i = block(x, last_only=i == len(self.blocks) - 1)
+            kv.append(kv_i)
+        qkv = None if suffix_rows is None else self.blocks[0].attn.qkv(self.embed(suffix_rows, start=PREFIX_LEN))
+        return kv, qkv
 
 
 class TokenTable:
@@ -342,6 +353,12 @@ class TokenTable:
         key = self.key(tokens)
         row = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
         return row, bool(((self.keys[row] == key) & (tokens < self.base).all(1)).all())
+
+
+def dataset_tables(data):
+    """The (prefix, suffix) TokenTables of every example of a dataset (forward_fast's tables)."""
+    every = torch.cat([data["train_x"], data["val_x"]])
+    return TokenTable(every[:, :PREFIX_LEN]), TokenTable(every[:, PREFIX_LEN:])
 
 
 def init_weights(model, scheme):
@@ -535,17 +552,16 @@ def build_unit(cfg, dataset, run):
     torch.manual_seed(run.seed)
     model = Transformer(cfg, data["vocab_size"], data["num_classes"]).to(run.device)
     init_weights(model, cfg.init)
-    logits_fn = model
+    logits_fn, compiled = model, harness.use_compile(cfg.compile, cfg.total_steps, run.device)
     if cfg.fast_forward:  # the first of these that equals the plain forward on a train batch
-        every = torch.cat([data["train_x"], data["val_x"]])
-        tables = TokenTable(every[:, :PREFIX_LEN]), TokenTable(every[:, PREFIX_LEN:])
+        tables = dataset_tables(data)
         x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
         candidates = {"fast": lambda t: model.forward_fast(t, tables),
                       "prefix": lambda t: model.forward_fast(t, tables, token_tables=False)}
-        if harness.use_compile(cfg.compile, cfg.total_steps, run.device):  # checked like the others
+        if compiled:  # checked like the others
             candidates = {"fast, compiled": torch.compile(candidates["fast"]), **candidates}
         logits_fn = run.choose_forward(model, candidates, model, x, y, F.cross_entropy)
-    elif harness.use_compile(cfg.compile, cfg.total_steps, run.device):
+    elif compiled:
         logits_fn = torch.compile(model)
     logits_fn = with_precision(logits_fn, cfg, run.device)
     return Unit(data, model, make_optimizer(model, cfg), logits_fn, loss_fn=make_loss(cfg))

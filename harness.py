@@ -19,11 +19,13 @@ Units: (dataset, seed index s) for every dataset of cfg.datasets and s < cfg.num
 s trains with seed cfg.seed + s.
 """
 import argparse
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import importlib.util
 import inspect
+import itertools
 import json
 import math
 import os
@@ -35,6 +37,7 @@ import sys
 import time
 import types
 import typing
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +80,7 @@ class RunOptions:
                        ok="[0, inf)")
     threads: int = option(1, "torch CPU threads per unit; fixed, because float results depend on "
                              "it: any --jobs then gives identical numbers", ok="[1, inf)")
-    overwrite: bool = option(False, "discard what out_dir holds (a finished run or finished units)")
+    overwrite: bool = option(False, "discard what out_dir holds (a finished run, finished units, checkpoints)")
     resume: bool = option(False, "continue the run in out_dir with its own config.json: only "
                                  "missing units run")
     description: str = option("", "what this run changed; its notes.txt section's title and text")
@@ -377,6 +380,29 @@ def check_fast_path(model, fast, plain, x, y, loss_fn):
     return None
 
 
+_reused = weakref.WeakKeyDictionary()  # module -> (fn, args, mode, weights copy, result) of reuse
+
+
+@torch.compiler.disable  # a Python-side memo: runs eagerly under torch.compile
+def reuse(module, fn, *args):
+    """fn(*args) without autograd, computed again only when anything it may read has changed:
+    fn, its args (the same objects, held here), module's training and autocast mode, or a value
+    of its parameters and buffers (compared with a copy, so an in-place change through .data
+    counts too). An evaluation's chunks share forward_fast's table pass this way, exactly."""
+    state = [t.detach() for t in itertools.chain(module.parameters(), module.buffers())]
+    device = state[0].device.type if state else "cpu"
+    mode = module.training, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    func = getattr(fn, "__func__", fn)  # a method of module: held without a reference to module
+    held = _reused.get(module)
+    if not (held and held[0] is func and len(held[1]) == len(args) and all(a is b for a, b in zip(held[1], args))
+            and held[2] == mode and len(held[3]) == len(state)
+            and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(held[3], state))):
+        with torch.no_grad():
+            held = func, args, mode, [t.clone() for t in state], fn(*args)
+        _reused[module] = held
+    return held[4]
+
+
 class UnitRun:
     """One (dataset, seed) unit's harness side, handed to train_unit: its device and seed, the
     fast path's self-check (choose_forward), the records (record) and the result (result)."""
@@ -671,6 +697,7 @@ def prepare_out_dir(opts, cfg):
             (out / name).unlink(missing_ok=True)
         for f in (out / "units").glob("*.json") if (out / "units").is_dir() else []:
             f.unlink()
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the old run's: never mixed with ours
     (out / "units").mkdir(parents=True, exist_ok=True)
     if not (opts.resume and (out / "config.json").exists()):
         write_json(out / "config.json", config_record(opts, cfg))
@@ -792,14 +819,25 @@ def warn(message):
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def held_warnings():
+    """Hold warn()'s messages while a command is checked; shown once each (in order) only if the
+    block ends without an error: a refused command prints its one error line and nothing else."""
+    global _deferred
+    _deferred = []
+    try:
+        yield
+        held, _deferred = _deferred, None
+        for message in dict.fromkeys(held):
+            warn(message)
+    finally:
+        _deferred = None
+
+
 def run(Config, train_unit, opts, cfg):
     start = time.perf_counter()
-    global _deferred
     code = code_identity(train_unit)
     results = check_out_dir(opts, cfg, code)
-    for message in _deferred or []:  # every check passed: now the warnings count
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-    _deferred = None
     prepare_out_dir(opts, cfg)
     todo = [(d, s) for d in datasets_of(cfg) for s in range(cfg.num_seeds) if (d, s) not in results]
     jobs = default_jobs(opts, max(len(todo), 1))
@@ -922,21 +960,26 @@ def stop_if_asked():
         raise Terminated if _stop_signal == signal.SIGTERM else KeyboardInterrupt
 
 
-def main(Config, train_unit, argv=None):
-    """The command line of experiment.py: parse and check everything, then run."""
-    if threading_main():  # `kill PID` must not leave workers running; Ctrl-C must not be lost
+def catch_stop_signals():
+    """Ctrl-C and `kill PID` raise KeyboardInterrupt / Terminated, never lost while torch.compile
+    compiles (_on_signal); only the main thread can install handlers."""
+    if threading_main():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    global _deferred
-    _deferred = []
+
+
+def main(Config, train_unit, argv=None):
+    """The command line of experiment.py: parse and check everything, then run."""
+    catch_stop_signals()  # `kill PID` must not leave workers running; Ctrl-C must not be lost
     try:
-        opts, cfg = parse(Config, sys.argv[1:] if argv is None else argv)
+        with held_warnings():  # a refused command prints its one error line and no warnings
+            opts, cfg = parse(Config, sys.argv[1:] if argv is None else argv)
+            check_out_dir(opts, cfg, code_identity(train_unit))  # reads only; run() uses it again
         final_infos = run(Config, train_unit, opts, cfg)
         if final_infos is None and opts.launcher == "slurm" and opts.slurm_wait:
             sys.exit(1)  # units failed after their retries, each named on stderr; no final_info.json
         return final_infos
     except ConfigError as e:
-        _deferred = None
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:

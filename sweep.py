@@ -43,7 +43,6 @@ interrupted (Ctrl-C / kill).
 import dataclasses
 import itertools
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -186,11 +185,8 @@ def run_sweep(out_dir, specs, base):
     """Check everything, write sweep.json, then run (or submit) every unfinished point. True when
     every point is finished, or, with --slurm_wait=false, submitted."""
     import experiment  # the file beside this one: its Config and train_unit
-    harness._deferred = []  # Config.check's warnings: shown once after every point passed, not per point
-    manifest, points = plan(out_dir, specs, base, experiment.Config, experiment.train_unit)
-    for message in dict.fromkeys(harness._deferred):
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-    harness._deferred = None
+    with harness.held_warnings():  # Config.check's warnings: once, after every point passed
+        manifest, points = plan(out_dir, specs, base, experiment.Config, experiment.train_unit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     harness.write_json(out / MANIFEST, manifest)
@@ -367,8 +363,7 @@ def plot_sweep(out_dir):
 # MAIN
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
-    for sig in (signal.SIGTERM, signal.SIGINT):  # as for experiment.py: never lost while compiling
-        signal.signal(sig, harness._on_signal)
+    harness.catch_stop_signals()  # as for experiment.py: never lost while torch.compile compiles
     try:
         out_dir, specs, plot, base = parse_command(sys.argv[1:] if argv is None else argv)
         ok = run_sweep(out_dir, specs, base) if specs else True

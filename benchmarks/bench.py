@@ -33,8 +33,7 @@ DEVICE = "auto"  # the smallest and the largest vocabulary and val split
 
 def without_token_tables(unit):
     """The unit's forward made the fast forward as it was before the first block's q/k/v tables."""
-    every = torch.cat([unit.data["train_x"], unit.data["val_x"]])
-    tables = E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:])
+    tables = E.dataset_tables(unit.data)
     unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
 
 

@@ -367,3 +367,6 @@ def test_checkpoints_are_written_and_load_with_the_documented_recipe(tmp_path, d
     data = E.make_dataset("x_plus_y", cfg, ckpt["seed"], "cpu")
     val = E.evaluate(E.Unit(data, model, optimizer, model.forward), data["val_x"], data["val_y"], 1024)
     assert val["val_loss"] == pytest.approx(curves(tmp_path / "r")[1][-1]["val_loss"], rel=1e-5)
+    # --overwrite discards them with the rest of the old run: none is left to pass for the new one's
+    run_experiment(tmp_path, "--out_dir=r", *ONE, "--overwrite")
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -91,8 +91,7 @@ def test_a_pre_norm_rewrite_of_the_block_takes_effect_in_both_paths(monkeypatch)
 # --- the speed machinery: static token tables, the layered self-check, compile, precision -----
 def dataset_tables(name, cfg=E.Config()):
     d = E.make_dataset(name, cfg, 1337, "cpu")
-    every = torch.cat([d["train_x"], d["val_x"]])
-    return d, (E.TokenTable(every[:, :E.PREFIX_LEN]), E.TokenTable(every[:, E.PREFIX_LEN:]))
+    return d, E.dataset_tables(d)
 
 
 @pytest.mark.parametrize("name,prefixes,suffixes", [("x_plus_y", 97, 97), ("x_div_y", 97, 96),
@@ -124,6 +123,39 @@ def test_fast_forward_with_the_datasets_tables_equals_the_plain_forward(name, to
         F.cross_entropy(logits, y).backward()
         outs.append((logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
     assert (outs[0][0] - outs[1][0]).abs().max() <= 1e-5 and (outs[0][1] - outs[1][1]).abs().max() <= 1e-6
+
+
+def test_an_evaluation_runs_the_table_pass_once_for_all_its_chunks_and_equals_the_plain_one(monkeypatch):
+    d, tables = dataset_tables("permutation")  # 7200 val examples: 8 chunks of 1024
+    torch.manual_seed(0)
+    model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
+    passes = []
+    table_pass = E.Transformer.table_pass
+    monkeypatch.setattr(E.Transformer, "table_pass", lambda *a: passes.append(1) or table_pass(*a))
+    fast = E.Unit(d, model, None, lambda t: model.forward_fast(t, tables))
+    plain = E.Unit(d, model, None, model)
+
+    def both():
+        return [E.evaluate(u, d["val_x"], d["val_y"], 1024) for u in (fast, plain)]
+    for _ in range(2):
+        got, expected = both()
+        assert got == pytest.approx(expected, rel=1e-6)
+    assert len(passes) == 1  # the second evaluation too: the weights did not change
+    # any change of a weight computes it again, even one through .data (no version counter)
+    with torch.no_grad():
+        model.blocks[1].ffn[0].weight.add_(0.01)
+    got, expected = both()
+    assert got == pytest.approx(expected, rel=1e-6) and len(passes) == 2
+    model.head.bias.data.mul_(3.0)
+    got, expected = both()
+    assert got == pytest.approx(expected, rel=1e-6) and len(passes) == 3
+    # in training mode (dropout would draw anew) and with autograd, never shared
+    model.train()
+    with torch.no_grad():
+        model.forward_fast(d["val_x"][:64], tables), model.forward_fast(d["val_x"][:64], tables)
+    model.eval()
+    model.forward_fast(d["val_x"][:64], tables)
+    assert len(passes) == 6
 
 
 def test_tokens_outside_the_tables_take_the_plain_forward():
