@@ -309,7 +309,7 @@ class Transformer(nn.Module):
         rows = prefixes.rows, suffixes.rows if token_tables else None
         if self.training or torch.is_grad_enabled():
             kv, qkv = self.table_pass(*rows)
-        else:  # evaluation: every chunk of the split shares one table pass while the weights stay
+        else:  # in evaluate(), every chunk of the split shares one table pass (harness.reuse)
             kv, qkv = harness.reuse(self, self.table_pass, *rows)
         x = self.embed(tokens[:, PREFIX_LEN:], start=PREFIX_LEN)          # (B, T - PREFIX_LEN, D)
         for i, block in enumerate(self.blocks):
@@ -518,11 +518,12 @@ def evaluate(unit, x, y, batch_size):
     model = unit.model
     model.eval()
     loss_sum = correct = saturated = 0.0
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        logits = unit.logits_fn(xb).float()
-        loss_sum += unit.loss_fn(logits, yb, reduction="sum")
-        correct += (logits.argmax(-1) == yb).sum()
-        saturated += (logits.softmax(-1).amax(-1) == 1.0).sum()  # softmax collapse in float32
+    with harness.shared_passes():  # the chunks share forward_fast's table pass (the weights are fixed)
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            logits = unit.logits_fn(xb).float()
+            loss_sum += unit.loss_fn(logits, yb, reduction="sum")
+            correct += (logits.argmax(-1) == yb).sum()
+            saturated += (logits.softmax(-1).amax(-1) == 1.0).sum()  # softmax collapse in float32
     weight_norm = torch.sqrt(sum(p.detach().float().pow(2).sum() for p in model.parameters()))
     last_layer_norm = model.head.weight.detach().float().norm()  # the slingshot's (Thilak et al. 2022)
     model.train()

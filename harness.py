@@ -380,15 +380,31 @@ def check_fast_path(model, fast, plain, x, y, loss_fn):
     return None
 
 
-_reused = weakref.WeakKeyDictionary()  # module -> (fn, args, mode, weights copy, result) of reuse
+_reused = None  # inside shared_passes(): module -> (fn, args, mode, weights copy, result) of reuse
+
+
+@contextlib.contextmanager
+def shared_passes():
+    """Within this block (one evaluation: the weights stay as they are), reuse() keeps what it
+    computed; outside it, reuse() computes each time. Nested blocks share the outer one."""
+    global _reused
+    outer, _reused = _reused, _reused if _reused is not None else weakref.WeakKeyDictionary()
+    try:
+        yield
+    finally:
+        _reused = outer
 
 
 @torch.compiler.disable  # a Python-side memo: runs eagerly under torch.compile
 def reuse(module, fn, *args):
-    """fn(*args) without autograd, computed again only when anything it may read has changed:
-    fn, its args (the same objects, held here), module's training and autocast mode, or a value
-    of its parameters and buffers (compared with a copy, so an in-place change through .data
-    counts too). An evaluation's chunks share forward_fast's table pass this way, exactly."""
+    """fn(*args) without autograd. Inside shared_passes() it is computed again only when anything
+    it may read has changed: fn, its args (the same objects, held here), module's training and
+    autocast mode, or a value of its parameters and buffers (compared with a copy, so even an
+    in-place change through .data counts). An evaluation's chunks share forward_fast's table
+    pass this way, exactly."""
+    if _reused is None:
+        with torch.no_grad():
+            return fn(*args)
     state = [t.detach() for t in itertools.chain(module.parameters(), module.buffers())]
     device = state[0].device.type if state else "cpu"
     mode = module.training, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
@@ -556,6 +572,8 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
             for job in [j for j in pending if j.ready()]:
                 pending.remove(job)
                 on_result(job.get())  # re-raises a worker's exception here
+        pool.close()  # all done: the workers exit on their own (leaving the `with` terminates them,
+        pool.join()   # which made the resource tracker warn of torch.compile's leaked semaphores)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,10 +5,12 @@
 Measures ms per update and per evaluation (whole val split) of one unit, single-threaded as the
 workers run, for the fast forward (with and without the first block's token tables), the plain
 forward and, with --compile, the compiled fast forward (what --compile=auto runs for long units
-where a compiler exists; compile time excluded: it is paid once per process and shape); projects the full baseline (4 datasets x 3 seeds x
-7500 updates, eval every 10) for the default --jobs; on a CPU, measures the core's matmul rate and
-counts the matmul FLOPs of an update and an evaluation, giving the baseline's arithmetic floor (no
-overhead at all); then times a short multi-unit run of experiment.py at --jobs=1 and --jobs=2.
+where a compiler exists; compile time excluded: it is paid once per process and shape); projects
+the full baseline (4 datasets x 3 seeds x 7500 updates, eval every 10) for the default --jobs; on
+a CPU, measures the core's matmul rate and counts the matmul FLOPs of an update and an evaluation,
+giving the baseline's arithmetic floor (no overhead at all), and profiles an update to split its
+time into matmuls and everything else; then times a short multi-unit run of experiment.py at
+--jobs=1 and --jobs=2.
 Ratios within one run are what to compare across machines.
 """
 import itertools
@@ -99,6 +101,24 @@ def unit_gflop(dataset, cfg, token_tables=True):
     return update.get_total_flops() / 1e9, evaluation.get_total_flops() / 1e9
 
 
+def matmul_share(dataset, cfg, updates=10):
+    """(ms per update, of which ms in matmuls) of one unit's update, from torch.profiler's
+    self times (mm, addmm, bmm: the ops the floor counts), after a warm-up (and compilation)."""
+    from torch.profiler import profile
+    unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, "cpu", warn=lambda m: None))
+    data = unit.data
+    x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
+    for step in range(3):
+        E.train_step(cfg, step, unit, x, y)
+    with profile() as prof:
+        start = time.perf_counter()
+        for step in range(updates):
+            E.train_step(cfg, 100 + step, unit, x, y)
+        wall = (time.perf_counter() - start) / updates * 1e3
+    mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    return wall, mm / updates / 1e3
+
+
 def time_jobs(jobs, steps=100):
     """Wall time of experiment.py on 4 units of `steps` updates with --jobs=jobs."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,8 +157,9 @@ def main():
     if device.type == "cpu":  # the floor: the matmul arithmetic alone at this core's rate
         rate = matmul_gflops()
         print(f"matmul rate (1 thread, 1024x128 @ 128x512): {rate:.0f} GFLOP/s")
+        gflop = {}
         for name, tables in (("fast", True), ("fast, no token tables", False)):
-            flops = {d: unit_gflop(d, eager, tables) for d in TIMED}
+            flops = gflop[name] = {d: unit_gflop(d, eager, tables) for d in TIMED}
             floor = projected_baseline_s({d: (u / rate * 1e3, e / rate * 1e3)
                                           for d, (u, e) in flops.items()}, cfg, jobs)
             print(f"{name}: matmul GFLOP per update / eval: "
@@ -147,6 +168,12 @@ def main():
                   f"{floor / 60:.1f} min; its projection above is {results[name] / floor:.2f}x the floor"
                   + (f", compiled {results['fast, compiled'] / floor:.2f}x" if name == "fast" and
                      "fast, compiled" in results else ""))
+        for name, c in (("fast", eager), ("fast, compiled", E.Config(compile="true"))):
+            if name in results:  # what the floor leaves out: time outside the matmuls
+                wall, mm = matmul_share("x_plus_y", c)
+                print(f"{name}, x_plus_y, under torch.profiler: {wall:.1f} ms per update, {mm:.1f} ms of it "
+                      f"in matmuls ({mm / wall:.0%}; {gflop['fast']['x_plus_y'][0] / mm * 1e3:.0f} GFLOP/s), "
+                      f"{wall - mm:.1f} ms in everything else")
     walls = {j: time_jobs(j) for j in (1, 2)}
     print("| --jobs | wall s (4 units x 100 updates) | speedup |")
     print("|---|---|---|")

@@ -1,6 +1,7 @@
 """The reference template and this harness on the same short work, in one invocation.
 
-    python benchmarks/side_by_side.py                      # 2 units x 1500 updates (~6 min here)
+    python benchmarks/side_by_side.py                      # 2 units x 1500 updates (~12 min here)
+    python benchmarks/side_by_side.py --updates=7500       # the baseline's length (~50 min here)
     python benchmarks/side_by_side.py --variant compile=--compile=true --also /path/to/old/checkout
 
 Work: one unit per --datasets entry (seed offset 0), --updates AdamW updates each with the same

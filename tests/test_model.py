@@ -134,28 +134,29 @@ def test_an_evaluation_runs_the_table_pass_once_for_all_its_chunks_and_equals_th
     monkeypatch.setattr(E.Transformer, "table_pass", lambda *a: passes.append(1) or table_pass(*a))
     fast = E.Unit(d, model, None, lambda t: model.forward_fast(t, tables))
     plain = E.Unit(d, model, None, model)
-
-    def both():
-        return [E.evaluate(u, d["val_x"], d["val_y"], 1024) for u in (fast, plain)]
-    for _ in range(2):
-        got, expected = both()
-        assert got == pytest.approx(expected, rel=1e-6)
-    assert len(passes) == 1  # the second evaluation too: the weights did not change
-    # any change of a weight computes it again, even one through .data (no version counter)
-    with torch.no_grad():
-        model.blocks[1].ffn[0].weight.add_(0.01)
-    got, expected = both()
-    assert got == pytest.approx(expected, rel=1e-6) and len(passes) == 2
-    model.head.bias.data.mul_(3.0)
-    got, expected = both()
-    assert got == pytest.approx(expected, rel=1e-6) and len(passes) == 3
-    # in training mode (dropout would draw anew) and with autograd, never shared
-    model.train()
-    with torch.no_grad():
-        model.forward_fast(d["val_x"][:64], tables), model.forward_fast(d["val_x"][:64], tables)
+    for evaluation in (1, 2):
+        got = E.evaluate(fast, d["val_x"], d["val_y"], 1024)
+        assert got == pytest.approx(E.evaluate(plain, d["val_x"], d["val_y"], 1024), rel=1e-5)
+        assert len(passes) == evaluation  # once per evaluation, not once per chunk
+    # inside one evaluation's block, any change of a weight computes it again, even one through
+    # .data (which no version counter sees); outside such a block, nothing is kept
+    x = d["val_x"][:64]
+    model.eval()  # as evaluate() has it (and leaves it in training mode)
+    with torch.no_grad(), harness.shared_passes():
+        first = model.forward_fast(x, tables)
+        assert torch.equal(model.forward_fast(x, tables), first) and len(passes) == 3
+        w = model.blocks[0].ffn[0].weight  # read by the table pass (the prefixes' keys and values)
+        w.data.add_(0.05 * torch.randn_like(w))
+        after = model.forward_fast(x, tables)
+        assert (after - first).abs().max() > 1e-4 and len(passes) == 4
+        assert (after - model(x)).abs().max() <= 1e-5
+        model.train()  # training mode (dropout would draw anew): never kept
+        model.forward_fast(x, tables), model.forward_fast(x, tables)
+        assert len(passes) == 6
     model.eval()
-    model.forward_fast(d["val_x"][:64], tables)
-    assert len(passes) == 6
+    with torch.no_grad():
+        model.forward_fast(x, tables), model.forward_fast(x, tables)
+    assert len(passes) == 8
 
 
 def test_tokens_outside_the_tables_take_the_plain_forward():
