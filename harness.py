@@ -410,9 +410,11 @@ def reuse(module, fn, *args):
     mode = module.training, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
     func = getattr(fn, "__func__", fn)  # a method of module: held without a reference to module
     held = _reused.get(module)
-    if not (held and held[0] is func and len(held[1]) == len(args) and all(a is b for a, b in zip(held[1], args))
-            and held[2] == mode and len(held[3]) == len(state)
-            and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(held[3], state))):
+    same = (held is not None and held[0] is func and held[2] == mode
+            and len(held[1]) == len(args) and all(a is b for a, b in zip(held[1], args))
+            and len(held[3]) == len(state) and all(a.shape == b.shape and torch.equal(a, b)
+                                                   for a, b in zip(held[3], state)))
+    if not same:
         with torch.no_grad():
             held = func, args, mode, [t.clone() for t in state], fn(*args)
         _reused[module] = held
@@ -852,10 +854,12 @@ def held_warnings():
         _deferred = None
 
 
-def run(Config, train_unit, opts, cfg):
+def run(Config, train_unit, opts, cfg, checked=None):
+    """Train every unit not finished yet and write the outputs. checked: (code_identity,
+    check_out_dir's finished units) when the caller has just made them."""
     start = time.perf_counter()
-    code = code_identity(train_unit)
-    results = check_out_dir(opts, cfg, code)
+    code = code_identity(train_unit) if checked is None else checked[0]
+    results = check_out_dir(opts, cfg, code) if checked is None else checked[1]
     prepare_out_dir(opts, cfg)
     todo = [(d, s) for d in datasets_of(cfg) for s in range(cfg.num_seeds) if (d, s) not in results]
     jobs = default_jobs(opts, max(len(todo), 1))
@@ -992,8 +996,9 @@ def main(Config, train_unit, argv=None):
     try:
         with held_warnings():  # a refused command prints its one error line and no warnings
             opts, cfg = parse(Config, sys.argv[1:] if argv is None else argv)
-            check_out_dir(opts, cfg, code_identity(train_unit))  # reads only; run() uses it again
-        final_infos = run(Config, train_unit, opts, cfg)
+            code = code_identity(train_unit)
+            checked = code, check_out_dir(opts, cfg, code)
+        final_infos = run(Config, train_unit, opts, cfg, checked)
         if final_infos is None and opts.launcher == "slurm" and opts.slurm_wait:
             sys.exit(1)  # units failed after their retries, each named on stderr; no final_info.json
         return final_infos
