@@ -6,6 +6,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiment.py"
 PLOT = ROOT / "plot.py"
+# The baseline made before issue 16's token tables: real curves that never change (run_0 is
+# regenerated whenever the code's arithmetic changes).
+PREVIOUS_RUN_0 = ROOT / "studies" / "run_0_before_token_tables"
 
 # A tiny but real configuration: every code path, a few seconds per unit on a CPU.
 TINY = ["--prime=11", "--dim_model=32", "--num_heads=2", "--total_steps=30", "--eval_every=10",

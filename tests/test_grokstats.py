@@ -3,15 +3,13 @@ censoring-aware steps to grok, the three seed-honest tests against hand-worked v
 committed baseline run_0. No torch: these take well under a second."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
 import grokstats as g
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import PREVIOUS_RUN_0
 EVERY = 10
 
 
@@ -231,9 +229,6 @@ def test_detectable_difference_normal_approximation():
 # ---------------------------------------------------------------------------------------------
 # The committed baseline
 # ---------------------------------------------------------------------------------------------
-
-PREVIOUS_RUN_0 = ROOT / "studies" / "run_0_before_token_tables"  # real curves that never change
-
 
 def test_run_0_units_are_classified_as_their_curves_show():
     """On the baseline made before issue 16's token tables (kept as a fixed real dataset; the

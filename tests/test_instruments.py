@@ -14,7 +14,7 @@ import experiment as E
 import grokstats
 import instruments as I
 
-from helpers import TINY, run_experiment
+from helpers import PREVIOUS_RUN_0, TINY, run_experiment
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,8 +273,7 @@ def test_slingshot_spikes_are_found_after_memorisation_and_counted_once_each():
 
 
 def test_run_0_units_have_regular_slingshots():
-    results = np.load(E.__file__.replace("experiment.py", "studies/run_0_before_token_tables/all_results.npy"),
-                      allow_pickle=True).item()
+    results = np.load(PREVIOUS_RUN_0 / "all_results.npy", allow_pickle=True).item()
     steps = grokstats.slingshot_steps(results["x_plus_y_0_train_info"])
     assert 15 <= len(steps) <= 20 and min(np.diff(steps)) >= 190
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 import grokstats
-from helpers import ROOT, run_experiment
+from helpers import PREVIOUS_RUN_0, ROOT, run_experiment
 
 SMALL = ["--datasets=x_plus_y", "--num_seeds=3", "--prime=23", "--dim_model=64", "--total_steps=800",
          "--batch_size=128", "--train_frac=0.8", "--eval_every=25", "--jobs=2"]
@@ -59,9 +59,6 @@ def test_restat_adds_the_statistics_to_a_finished_run_from_its_curves(tmp_path):
     results = np.load(folder / "all_results.npy", allow_pickle=True).item()
     assert list(results["x_plus_y_0_final_info"])[:5] == list(contract)
     assert "grokked" in results["x_plus_y_0_final_info"]
-
-
-PREVIOUS_RUN_0 = ROOT / "studies" / "run_0_before_token_tables"  # a fixed real baseline
 
 
 def test_the_committed_run_0_carries_the_statistics():
