@@ -347,7 +347,7 @@ class TokenTable:
             key = key * self.base + tokens[:, i]
         return key
 
-    @torch.compiler.disable  # its answer decides a branch: runs eagerly under torch.compile
+    @harness.eager_under_compile  # its answer decides a branch: runs eagerly (torch.compiler.disable)
     def index(self, tokens):
         """(B,) row of each example, and whether every example is in the table."""
         key = self.key(tokens)

@@ -65,7 +65,12 @@ from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
+
+
+def _stats():
+    """scipy.stats, imported on first use: 1.4 s that a training worker never needs."""
+    from scipy import stats
+    return stats
 
 THRESHOLD = 0.99
 TAIL_FRACTION = 0.1
@@ -152,7 +157,7 @@ def grok_time(val_info, total_steps, diverged=False):
 
 
 def _censored(times_observed):
-    return stats.CensoredData(uncensored=[t for t, o in times_observed if o],
+    return _stats().CensoredData(uncensored=[t for t, o in times_observed if o],
                               right=[t for t, o in times_observed if not o])
 
 
@@ -161,7 +166,7 @@ def km_median(times_observed):
     when integral), None if S never reaches 0.5 (or no pairs)."""
     if not times_observed:
         return None
-    sf = stats.ecdf(_censored(times_observed)).sf
+    sf = _stats().ecdf(_censored(times_observed)).sf
     below = sf.quantiles[sf.probabilities <= 0.5]
     if not below.size:
         return None
@@ -199,7 +204,7 @@ def _steps_test(run, base):
     if not any(u["observed"] for u in run + base):
         return None, effect, "steps to grok not testable: no seed grokked in either run"
     with np.errstate(invalid="ignore", divide="ignore"):  # zero variance: p is NaN, handled below
-        res = stats.logrank(_censored(pairs[0]), _censored(pairs[1]))
+        res = _stats().logrank(_censored(pairs[0]), _censored(pairs[1]))
     if not math.isfinite(res.pvalue):
         return None, effect, "steps to grok not testable: all times identical"
     if res.pvalue >= ALPHA:
@@ -216,7 +221,7 @@ def _grokked_test(run, base):
     counts = f"{kr}/{nr} vs {kb}/{nb}"
     if min(nr, nb) < 2:
         return None, effect, f"grokked {counts} (not testable: {_seeds(min(nr, nb))})"
-    p = stats.fisher_exact([[kr, nr - kr], [kb, nb - kb]]).pvalue
+    p = _stats().fisher_exact([[kr, nr - kr], [kb, nb - kb]]).pvalue
     if p >= ALPHA:
         return p, effect, (f"grokked {counts} (no detectable difference with {nr} vs {nb} seeds, "
                            f"{format_p(p)})")
@@ -234,7 +239,7 @@ def _final_test(run, base):
         return None, effect, f"final val acc not testable: {_seeds(min(len(r), len(b)))}{note}"
     if len(set(r + b)) == 1:
         return None, effect, f"final val acc not testable: all values identical{note}"
-    res = stats.mannwhitneyu(r, b, alternative="two-sided")
+    res = _stats().mannwhitneyu(r, b, alternative="two-sided")
     if res.pvalue >= ALPHA:
         verdict = f"final val acc no detectable difference with {len(r)} vs {len(b)} seeds"
     else:  # U counts the (run, base) pairs where the run's value is the larger

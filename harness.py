@@ -307,14 +307,19 @@ COMPILE_MIN_STEPS = 5000  # --compile=auto compiles units this long: a cold comp
 def use_compile(setting, total_steps, device):
     """--compile=true / false, or auto: true for units of at least COMPILE_MIN_STEPS updates where
     torch.compile's default backend can build (a C++ compiler on CPU, Triton on CUDA). Compiling
-    takes about a minute per process and shape; it failing is caught by the fast path's check."""
+    takes about a minute per process and shape; it failing is caught by the fast path's check.
+    When true, it also readies eager_under_compile's functions for torch.compile."""
     if setting != "auto":
-        return setting == "true"
-    if total_steps < COMPILE_MIN_STEPS:
-        return False
-    if device.type == "cpu":
-        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+        compiles = setting == "true"
+    elif total_steps < COMPILE_MIN_STEPS:
+        compiles = False
+    elif device.type == "cpu":
+        compiles = any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+    else:
+        compiles = device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    if compiles:  # before anything is traced
+        _disable_marked_functions()
+    return compiles
 
 
 def datasets_of(cfg):
@@ -326,10 +331,16 @@ def config_record(opts, cfg):
     return {**dataclasses.asdict(opts), **dataclasses.asdict(cfg)}
 
 
+RESULT_MODULES = ("grokstats.py", "instruments.py")  # beside this file; their numbers go in the units
+
+
 def code_identity(train_unit):
-    """sha256 of the experiment file that defines train_unit and of this module."""
-    files = {"experiment.py": inspect.getsourcefile(train_unit), "harness.py": __file__}
-    return {name: hashlib.sha256(Path(path).read_bytes()).hexdigest() for name, path in files.items()}
+    """sha256 of the experiment file that defines train_unit, of this module, and of the modules
+    beside it that compute recorded numbers (RESULT_MODULES, where present)."""
+    files = {"experiment.py": Path(inspect.getsourcefile(train_unit)), "harness.py": Path(__file__)}
+    files |= {name: Path(__file__).with_name(name) for name in RESULT_MODULES}
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()
+            if path.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +406,31 @@ def shared_passes():
         _reused = outer
 
 
-@torch.compiler.disable  # a Python-side memo: runs eagerly under torch.compile
+_eager_under_compile = []  # the functions eager_under_compile marked, until use_compile disables them
+
+
+def eager_under_compile(fn):
+    """Decorator, as torch.compiler.disable (torch.compile runs fn as plain Python, outside its
+    graphs), put in place by use_compile: a process that never compiles never imports
+    torch._dynamo for it (2.4 s). use_compile replaces fn where it is defined (a module-level
+    function, or a method of a module-level class) with torch.compiler.disable(fn)."""
+    if "torch._dynamo" in sys.modules or "<locals>" in fn.__qualname__:  # now: nothing to save
+        return torch.compiler.disable(fn)
+    _eager_under_compile.append(fn)
+    return fn
+
+
+def _disable_marked_functions():
+    while _eager_under_compile:
+        fn = _eager_under_compile.pop()
+        *path, name = fn.__qualname__.split(".")
+        owner = sys.modules[fn.__module__]
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, torch.compiler.disable(fn))
+
+
+@eager_under_compile  # a Python-side memo
 def reuse(module, fn, *args):
     """fn(*args) without autograd. Inside shared_passes() it is computed again only when anything
     it may read has changed: fn, its args (the same objects, held here), module's training and

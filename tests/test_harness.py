@@ -145,7 +145,7 @@ def test_resume_refuses_units_made_by_other_code(tmp_path):
     folder = project(tmp_path)
     run(folder, "--out_dir=r", "--datasets=x_plus_y", "--num_seeds=2", *TINY)
     info = json.loads((folder / "r" / "run_info.json").read_text())
-    assert set(info["code_sha256"]) == {"experiment.py", "harness.py"}
+    assert set(info["code_sha256"]) == {"experiment.py", "harness.py", "grokstats.py"}  # no instruments.py here
     assert unit(folder, "r")["code"] == info["code_sha256"]
     (folder / "r" / "final_info.json").unlink()
     (folder / "r" / "units" / "x_plus_y_1.json").unlink()
@@ -157,6 +157,12 @@ def test_resume_refuses_units_made_by_other_code(tmp_path):
     assert "x_plus_y_0.json was made by another experiment.py" in proc.stderr and "--overwrite" in proc.stderr
     (folder / "experiment.py").write_text(source)  # the same code again: the resume goes through
     assert "units: 1 to run, 1 resumed" in run(folder, "--out_dir=r", "--resume").stdout
+    # grokstats.py computes numbers the units hold (their slingshot steps): an edit there counts too
+    (folder / "r" / "final_info.json").unlink()
+    (folder / "r" / "units" / "x_plus_y_1.json").unlink()
+    (folder / "grokstats.py").write_text((folder / "grokstats.py").read_text().replace("SPIKE_FACTOR = 10.0", "SPIKE_FACTOR = 5.0"))
+    proc = run(folder, "--out_dir=r", "--resume", check=False)
+    assert proc.returncode == 2 and "x_plus_y_0.json was made by another grokstats.py" in proc.stderr
 
 
 # --- one-way dependencies -------------------------------------------------------------------

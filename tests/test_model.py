@@ -1,5 +1,8 @@
 """The model: the fast forward is exact, attention matches nn.MultiheadAttention, edits take effect."""
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ import torch.nn.functional as F
 
 import experiment as E
 import harness
+from helpers import ROOT
 
 
 def model_and_batch(name, cfg=E.Config(), n=512, seed=0):
@@ -203,6 +207,28 @@ def test_compile_auto_compiles_only_long_units_where_a_compiler_exists(monkeypat
     assert harness.use_compile("auto", harness.COMPILE_MIN_STEPS, cpu)
     monkeypatch.setattr(harness.shutil, "which", lambda name: None)
     assert not harness.use_compile("auto", 7500, cpu)  # no toolchain: eager
+
+
+def in_a_fresh_process(code):
+    """Run code where nothing has imported torch._dynamo yet (pytest's process has: torch.optim)."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_run_that_never_compiles_never_imports_dynamo_and_one_that_does_disables_the_marked_functions():
+    """Importing torch._dynamo costs a process ~2.4 s at its start, scipy.stats ~1.4 s; use_compile
+    puts torch.compiler.disable in place of what eager_under_compile marked, before any tracing."""
+    in_a_fresh_process("""
+        import sys, torch, experiment as E, harness
+        assert "torch._dynamo" not in sys.modules and "scipy.stats" not in sys.modules
+        index, reuse = E.TokenTable.index, harness.reuse
+        assert not harness.use_compile("false", 10, torch.device("cpu")) and E.TokenTable.index is index
+        assert harness.use_compile("true", 10, torch.device("cpu"))
+        assert E.TokenTable.index.__wrapped__ is index and harness.reuse.__wrapped__ is reuse
+        table = E.TokenTable(torch.tensor([[3, 0], [5, 0], [3, 0]]))
+        assert table.index(torch.tensor([[5, 0], [3, 0]]))[0].tolist() == [1, 0]  # still the same answer
+    """)
 
 
 def test_bf16_precision_runs_the_matmuls_in_bfloat16_and_keeps_the_rest_float32():
