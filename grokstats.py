@@ -158,7 +158,7 @@ def grok_time(val_info, total_steps, diverged=False):
 
 def _censored(times_observed):
     return _stats().CensoredData(uncensored=[t for t, o in times_observed if o],
-                              right=[t for t, o in times_observed if not o])
+                                 right=[t for t, o in times_observed if not o])
 
 
 def km_median(times_observed):

@@ -735,8 +735,8 @@ def check_out_dir(opts, cfg, code):
             for name, digest in code.items():
                 theirs = result.get("code", {}).get(name)
                 require(theirs == digest, f"--resume: {path} was made by another {name} (sha256 "
-                                          f"{str(theirs)[:12]}, now {digest[:12]}); restore that "
-                                          "version, or pass --overwrite to discard the finished units")
+                                          f"{str(theirs or 'not recorded')[:12]}, now {digest[:12]}); restore "
+                                          "that version, or pass --overwrite to discard the finished units")
             theirs = {k: v for k, v in result["config"].items() if k not in RUN_CONTROL_KEYS}
             diff = sorted(k for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k))
             require(not diff, f"--resume: {path} was made with other settings ({', '.join(diff)})")
