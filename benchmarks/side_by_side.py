@@ -14,8 +14,12 @@ wall time of a whole process (interpreter, imports, data and all), so start-up c
 torch.compile starts from an empty cache, as on a new machine (--warm_cache: it reuses its own).
 --variant NAME=ARGS adds a run of this checkout with extra arguments; --also DIR adds the same
 run of another checkout (e.g. a `git worktree` of an older commit), for before/after in one run.
-Compare the printed ratios, not the seconds: they move with the machine's load.
+Compare the printed ratios, not the seconds: they move with the machine's load. On a noisy machine
+add --rounds=N: every program runs N times, in an order that alternates between rounds (so slow
+drift hits each alike), and the table gives each one's median wall time, its range, and the ratio
+of the medians; --updates=500 keeps that short.
 """
+import statistics
 import argparse
 import os
 import platform
@@ -83,6 +87,22 @@ def timed(name, cmd, cwd, env=None):
     return wall
 
 
+def time_program(name, run, args, datasets, prefix):
+    """Wall seconds of one program on the work: the template (run None) or experiment.py of a
+    checkout with extra arguments; its outputs (and, unless --warm_cache, its compile cache) under
+    prefix."""
+    if run is None:
+        units = [f"{d}:0" for d in datasets]
+        return timed(name, [sys.executable, "-c", RUN_TEMPLATE, str(args.template), f"{prefix}template",
+                            str(args.updates), *units], ROOT)
+    folder, extra = run
+    env = None if args.warm_cache else {**os.environ, "TORCHINDUCTOR_CACHE_DIR": f"{prefix}inductor",
+                                        "TRITON_CACHE_DIR": f"{prefix}triton"}
+    return timed(name, [sys.executable, str(folder / "experiment.py"), f"--out_dir={prefix}run",
+                        f"--datasets={args.datasets}", "--num_seeds=1", f"--total_steps={args.updates}",
+                        *extra], folder, env)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--template", type=Path, default=TEMPLATE, help="the reference template's experiment.py")
@@ -96,7 +116,11 @@ def main():
                     help="let torch.compile reuse its on-disk cache (default: each run starts from an "
                          "empty one, as a first run on a new machine does)")
     ap.add_argument("--skip_template", action="store_true", help="time only ours (ratios between them)")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each program, interleaved; the table "
+                                                           "gives medians and ranges")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds={args.rounds}: must be at least 1")
     if args.updates < 10 or args.updates % 10:
         ap.error(f"--updates={args.updates}: must be a positive multiple of 10 (the evaluation interval)")
     if not args.skip_template and not args.template.is_file():
@@ -114,23 +138,21 @@ def main():
           f"load average before {os.getloadavg()[0]:.2f}")
     print(f"work: {len(datasets)} units ({', '.join(datasets)}, seed offset 0) x {args.updates} updates, "
           f"evaluation every 10")
-    walls = {}
+    programs = ([("reference template", None)] if not args.skip_template else []) + list(runs.items())
+    walls = {name: [] for name, _ in programs}
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.skip_template:
-            units = [f"{d}:0" for d in datasets]
-            walls["reference template"] = timed("the reference template", [sys.executable, "-c", RUN_TEMPLATE, str(args.template),
-                                                 f"{tmp}/template", str(args.updates), *units], ROOT)
-        for i, (name, (folder, extra)) in enumerate(runs.items()):
-            env = None if args.warm_cache else {**os.environ, "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor_{i}",
-                                                "TRITON_CACHE_DIR": f"{tmp}/triton_{i}"}
-            walls[name] = timed(name, [sys.executable, str(folder / "experiment.py"), f"--out_dir={tmp}/run_{i}",
-                                 f"--datasets={args.datasets}", "--num_seeds=1",
-                                 f"--total_steps={args.updates}", *extra], folder, env)
-    base = walls.get("reference template", walls["ours"])
-    print(f"| program | wall s | speed-up over {'the template' if 'reference template' in walls else 'ours'} |")
+        for r in range(args.rounds):
+            order = list(enumerate(programs))
+            for i, (name, run) in (order if r % 2 == 0 else order[::-1]):
+                walls[name].append(time_program(name, run, args, datasets, f"{tmp}/round{r}_program{i}_"))
+    median = {name: statistics.median(w) for name, w in walls.items()}
+    base = median.get("reference template", median["ours"])
+    spread = "median wall s (range)" if args.rounds > 1 else "wall s"
+    print(f"| program | {spread} | speed-up over {'the template' if 'reference template' in walls else 'ours'} |")
     print("|---|---|---|")
-    for name, wall in walls.items():
-        print(f"| {name} | {wall:.1f} | {base / wall:.2f}x |")
+    for name, w in walls.items():
+        shown = f"{median[name]:.1f}" + (f" ({min(w):.1f}-{max(w):.1f})" if args.rounds > 1 else "")
+        print(f"| {name} | {shown} | {base / median[name]:.2f}x |")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
