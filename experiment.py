@@ -309,7 +309,7 @@ class Transformer(nn.Module):
         rows = prefixes.rows, suffixes.rows if token_tables else None
         if self.training or torch.is_grad_enabled():
             kv, qkv = self.table_pass(*rows)
-        else:  # in evaluate(), every chunk of the split shares one table pass (harness.reuse)
+        else:  # in evaluate() and the progress measures, all chunks share one table pass (harness.reuse)
             kv, qkv = harness.reuse(self, self.table_pass, *rows)
         x = self.embed(tokens[:, PREFIX_LEN:], start=PREFIX_LEN)          # (B, T - PREFIX_LEN, D)
         for i, block in enumerate(self.blocks):

@@ -19,11 +19,11 @@ add --rounds=N: every program runs N times, in an order that alternates between 
 drift hits each alike), and the table gives each one's median wall time, its range, and the ratio
 of the medians; --updates=500 keeps that short.
 """
-import statistics
 import argparse
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
