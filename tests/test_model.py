@@ -113,6 +113,31 @@ def test_token_tables_hold_each_distinct_prefix_and_suffix_once(name, prefixes, 
     assert not suf.index(odd.clamp(max=0) + 500)[1]  # a token beyond the table's vocabulary
 
 
+def test_take_rows_gives_the_rows_of_indexing_and_gradients_summed_in_example_order():
+    torch.manual_seed(0)
+    index = torch.randint(97, (512,))  # repeats: their gradients add up
+    table = torch.randn(97, 2, 384)[:, :, 128:256].unflatten(-1, (4, 32))  # strided, as a k of qkv
+    grad = torch.randn(512, 4, 4, 32)[:, :2]  # not contiguous, as cat's backward hands it on
+    in_order = torch.zeros_like(table)
+    for i, row in enumerate(index.tolist()):
+        in_order[row] += grad[i]
+
+    def rows_and_grad(gather):
+        leaf = table.detach().requires_grad_()
+        rows = gather(leaf)
+        rows.backward(grad)
+        return rows.detach(), leaf.grad
+
+    rows, grad_of_table = rows_and_grad(lambda t: E.take_rows(t, index))
+    assert torch.equal(rows, table[index]) and torch.equal(grad_of_table, in_order)
+    threads = torch.get_num_threads()
+    try:  # on one thread, as the workers run, indexing's backward sums in the same order: the
+        torch.set_num_threads(1)  # numbers of runs made before take_rows stand bit for bit
+        assert torch.equal(rows_and_grad(lambda t: t[index])[1], in_order)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", E.DATASETS)
 @pytest.mark.parametrize("token_tables", [True, False])
 def test_fast_forward_with_the_datasets_tables_equals_the_plain_forward(name, token_tables):
