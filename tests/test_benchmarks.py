@@ -1,6 +1,7 @@
 """The benchmarks still run: side_by_side.py's rounds and table, on a tiny piece of work (its times
 mean nothing here; the numbers are in benchmarks/README.md)."""
 import re
+import shutil
 import subprocess
 import sys
 
@@ -24,3 +25,30 @@ def test_side_by_side_refuses_a_round_count_below_one():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--rounds=0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--rounds=0: must be at least 1" in proc.stderr
+
+
+def test_interleaved_loads_each_checkout_on_its_own_modules_and_times_them_step_by_step(tmp_path):
+    other = tmp_path / "other"  # a checkout whose experiment.py trains with the plain forward
+    other.mkdir()
+    for name in ("experiment.py", "harness.py", "grokstats.py", "instruments.py"):
+        shutil.copy(ROOT / name, other / name)
+    source = (other / "experiment.py").read_text()
+    assert "fast_forward: bool = option(True," in source
+    (other / "experiment.py").write_text(source.replace("fast_forward: bool = option(True,",
+                                                        "fast_forward: bool = option(False,"))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "interleaved.py"), "--also", str(other),
+                           "--datasets=x_plus_y", "--updates=4", "--eval_every=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "x_plus_y: forward ours fast, other (--also 1) plain" in proc.stdout, proc.stdout
+    rows = re.findall(r"^\| x_plus_y \| ([^|]+) \| ([\d.]+) \(([\d.]+)\) \| ([\d.]+) \| (\d+) \((\d+)\) \| ([\d.]+) \|$",
+                      proc.stdout, re.M)
+    assert [r[0] for r in rows] == ["ours", "other (--also 1)"], proc.stdout
+    assert rows[0][3] == rows[0][6] == "1.000"  # ours is the base
+    assert all(float(r[1]) > 0 and int(r[4]) > 0 for r in rows)
+
+
+def test_interleaved_refuses_a_folder_without_experiment_py(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "interleaved.py"), "--also", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"--also={tmp_path}: no experiment.py there" in proc.stderr
