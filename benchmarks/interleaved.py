@@ -83,9 +83,10 @@ def compare(checkouts, dataset, args):
           flush=True)
     times = {c.name: ([], []) for c in checkouts}
     batches = torch.Generator().manual_seed(0)
+    cfg, unit, _ = units[checkouts[0].name]
+    n_train, batch_size = len(unit.data["train_y"]), cfg.batch_size
     for step in range(WARMUP_UPDATES + args.updates):
-        n_train = len(units[checkouts[0].name][1].data["train_y"])
-        idx = torch.randint(n_train, (units[checkouts[0].name][0].batch_size,), generator=batches)
+        idx = torch.randint(n_train, (batch_size,), generator=batches)
         order = checkouts if step % 2 == 0 else checkouts[::-1]
         for c in order:
             cfg, unit, _ = units[c.name]
