@@ -7,9 +7,10 @@ interleaved step by step, so that the machine's drift hits each alike.
 
 Each checkout (this one, and each --also DIR, e.g. a `git worktree` of an older commit) is loaded
 in this one process with its own experiment.py, harness.py and grokstats.py, and builds one unit
-per dataset (seed offset 0) through its own build_unit, single-threaded as a worker runs. Then, for
---updates steps, every checkout runs one update (train_step) on the same batch, in an order that
-reverses each step, and every --eval_every steps one evaluation (evaluate: the whole val split).
+per dataset (seed offset 0) through its own build_unit, on the CPU, single-threaded as a worker
+runs. Then, for --updates steps, every checkout runs one update (train_step) on the same batch, in
+an order that reverses each step, and every --eval_every steps one evaluation (evaluate: the
+whole val split).
 The table gives the median (and mean) of each one's times, after a warm-up of 5 updates and one
 evaluation, and its ratio to this checkout. The models share the caches of one process, so the
 times run above bench.py's; what this measures is the ratio: a change of a few percent, which
