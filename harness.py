@@ -578,8 +578,9 @@ def _worker_run(train_unit, cfg, device, dataset, seed_index, out_dir):
                                                         out_dir=out_dir))
 
 
-def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
-    """Run (dataset, seed_index) units, calling on_result(result) as each one finishes."""
+def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None, then=lambda: None):
+    """Run (dataset, seed_index) units, calling on_result(result) as each one finishes, then
+    then() (while the workers exit: their interpreters take 1-2 s to tear down); returns its value."""
     device = resolve_device(opts.device)
     if jobs == 1:
         torch.set_num_threads(opts.threads)
@@ -592,7 +593,7 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
                 last[0] = step
             on_result(train_unit(cfg, dataset, s, UnitRun(cfg, dataset, s, device, report,
                                                           out_dir=opts.out_dir)))
-        return
+        return then()
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     queue = ctx.Queue()
@@ -610,7 +611,9 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None):
                 pending.remove(job)
                 on_result(job.get())  # re-raises a worker's exception here
         pool.close()  # all done: the workers exit on their own (leaving the `with` terminates them,
-        pool.join()   # which made the resource tracker warn of torch.compile's leaked semaphores)
+        done = then()  # which made the resource tracker warn of torch.compile's leaked semaphores)
+        pool.join()
+        return done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -918,15 +921,17 @@ def run(Config, train_unit, opts, cfg, checked=None):
             warn(f"{result['dataset']}_{result['seed_index']} diverged: non-finite loss at update "
                  f"{result['diverged_at']}; its final values are null")
 
+    def then():
+        if bar:
+            bar.close()
+        return finish(opts, cfg, results, code, jobs, device, time.perf_counter() - start)
+
     if opts.launcher == "slurm" and todo:
         import launch_slurm
         if not launch_slurm.run_units(train_unit, opts, cfg, todo, on_result, bar):
             return None  # submitted (--slurm_wait=false) or units failed: no final_info.json
-    else:
-        run_units(train_unit, opts, cfg, todo, jobs, on_result, bar)
-    if bar:
-        bar.close()
-    return finish(opts, cfg, results, code, jobs, device, time.perf_counter() - start)
+        return then()
+    return run_units(train_unit, opts, cfg, todo, jobs, on_result, bar, then)  # then() overlaps the workers' exit
 
 
 def save_unit(opts, cfg, code, result):
