@@ -8,7 +8,7 @@ points), TRAINING AND EVALUATION. Each (dataset, seed) unit trains a 2-layer pos
 (dim 128, 4 heads) with AdamW (lr 1e-3, betas (0.9, 0.98), weight decay 0.5, 50-update linear
 warm-up) on batches of 512 drawn with replacement from a seeded 50% split, and evaluates the WHOLE
 validation split every 10 updates. Datasets: x_plus_y, x_minus_y, x_div_y (mod 97) and composition
-of permutations of S5.
+of permutations of S5 by default; --datasets takes any task of tasks.py.
 
 Where to edit for a new idea (one function each, called from train_step / build_unit):
 param_groups (learning rates), init_weights, batch_size_at, lr_factor, regulariser,
@@ -17,17 +17,21 @@ across updates keeps it in unit.state: Grokfast's filter does), evaluate (a new 
 number it returns is recorded and plotted). A new option is a Config field (bool, int, float, str,
 Literal, X | None or tuple) with its allowed values beside it.
 
+Edit the model freely: every unit, the harness checks each of its exact shortcuts of
+Transformer.forward (fast_forward.py) against forward() on a train batch and trains with the first
+exact one, or with forward() itself, with one warning line; run_info.json's forward_path says
+which. An idea never needs to edit a shortcut; --fast_forward=false trains with forward() alone.
+
 Research instruments, off by default: --progress_every (Fourier progress measures, instruments.py),
 --loss=stablemax, --loss_precision=float64, --optimizer=orthograd, --save_checkpoints=N; always
 recorded: last_layer_norm (evaluate) and the slingshot spikes (grokstats: final_info's slingshots).
 
-The run machinery (command line, workers, --resume, outputs, notes.txt, statistics) is harness.py,
-which no idea needs to touch. Outputs in --out_dir: final_info.json {dataset: {"means", "stderrs",
-"final_info_dict"}} (written last, only on success), all_results.npy ({dataset}_{seed}_final_info /
-_train_info / _val_info), config.json, run_info.json, units/; and a "## Run N" section in notes.txt.
+The run machinery (command line, workers, --resume, outputs, notes.txt, statistics) is harness.py
+and the modules it names, which no idea needs to touch. Outputs in --out_dir: final_info.json
+{dataset: {"means", "stderrs", "final_info_dict"}} (written last, only on success), all_results.npy
+({dataset}_{seed}_final_info / _train_info / _val_info), config.json, run_info.json, units/.
 """
 import dataclasses
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,22 +42,23 @@ import torch.nn.functional as F
 
 import grokstats
 import harness
+import tasks
 from harness import option, require
 
 # ---------------------------------------------------------------------------------------------
 # CONFIG: every hyperparameter, its default (the baseline), meaning and allowed values.
 # ---------------------------------------------------------------------------------------------
-DATASETS = ("x_div_y", "x_minus_y", "x_plus_y", "permutation")
+DATASETS = ("x_div_y", "x_minus_y", "x_plus_y", "permutation")  # the default run; any of tasks.names()
 PROGRESS_DATASETS = ("x_plus_y", "x_minus_y")  # where Fourier progress measures are defined
 UNIFORM_INIT_RANGE = 0.1  # --init=uniform draws every weight from U(-0.1, 0.1)
 
 
 def known_datasets(text):
     names = [d for d in text.split(",") if d]
-    unknown = [d for d in names if d not in DATASETS]
+    unknown = [d for d in names if d not in tasks.TASKS]
     if not names or unknown or len(set(names)) != len(names):
         return f"{'unknown ' + ','.join(unknown) + '; ' if unknown else ''}allowed: a comma-separated " \
-               f"list without repeats from {','.join(DATASETS)}"
+               f"list without repeats from {','.join(tasks.names())}"
 
 
 def is_prime(p):
@@ -72,7 +77,8 @@ def three_lrs(text):
 @dataclass(frozen=True)
 class Config:
     # units: every dataset x num_seeds seeds; seed index s uses seed + s
-    datasets: str = option(",".join(DATASETS), f"comma-separated, from {','.join(DATASETS)}",
+    datasets: str = option(",".join(DATASETS), "comma-separated task names (tasks.py; the README's "
+                                               "task table)",
                            check=known_datasets)
     num_seeds: int = option(3, "seeds per dataset; seed index s uses seed + s", ok="[1, inf)")
     seed: int = option(1337, "base seed; one seed drives split, initialisation and batch sampling",
@@ -113,13 +119,14 @@ class Config:
                              ok="[1, inf)")
     eval_batch_size: int = option(1024, "examples per forward pass in evaluation (speed and memory "
                                         "only; 1024 measured fastest on CPU)", ok="[1, inf)")
-    fast_forward: bool = option(True, "exact shortcut (Transformer.forward_fast), checked against "
-                                      "the plain forward at the start of each unit; false = plain")
+    fast_forward: bool = option(True, "train with the harness's exact shortcut of Transformer.forward "
+                                      "(fast_forward.py), checked against it at the start of each "
+                                      "unit (the plain forward if inexact); false = plain")
     compile: Literal["auto", "true", "false"] = option(
         "auto", "torch.compile the fast forward, checked against the plain one like it (eager if "
                 "compiling fails): 17-25% faster updates, 30-50% faster evaluations (bench.py) after "
                 "2-3 min of compiling per process and shape (seconds with a warm cache); auto = true "
-                "for units of >= 5000 updates where a compiler exists (harness.use_compile)")
+                "for units of >= 5000 updates where a compiler exists (fast_forward.use_compile)")
     precision: Literal["float32", "bf16"] = option(
         "float32", "bf16: the forward under torch.autocast(bfloat16) (matmuls in bfloat16; weights, "
                    "AdamW and the loss stay float32): faster only on GPUs and CPUs with native bf16; "
@@ -146,12 +153,10 @@ class Config:
                 f"--dim_model={self.dim_model} must be divisible by --num_heads={self.num_heads}")
         require(self.batch_size_min <= self.batch_size,
                 f"--batch_size_min={self.batch_size_min} must be <= --batch_size={self.batch_size}")
-        small = []
-        for name in filter(None, self.datasets.split(",")):
-            pairs = len(operation_table(name, self.prime)[3])
+        small, names = [], [d for d in self.datasets.split(",") if d]
+        for name, pairs in ((d, tasks.num_pairs(d, self.prime)) for d in names):
             train = int(pairs * self.train_frac)
-            require(0 < train < pairs, f"--train_frac={self.train_frac} leaves an empty split of "
-                                       f"{name}'s {pairs} pairs")
+            require(0 < train < pairs, f"--train_frac={self.train_frac} leaves an empty split of {name}'s {pairs} pairs")
             small += [f"{name}'s {train}"] if self.batch_size > train else []
         if small:  # allowed (batches are drawn with replacement), but slow and unusual
             harness.warn(f"--batch_size={self.batch_size} exceeds the train split ({', '.join(small)} "
@@ -163,7 +168,6 @@ class Config:
         if self.progress_every:
             require(self.progress_every % self.eval_every == 0, f"--progress_every={self.progress_every}"
                     f" must be a multiple of --eval_every={self.eval_every}")
-            names = [d for d in self.datasets.split(",") if d]
             other = [d for d in names if d not in PROGRESS_DATASETS]
             require(len(other) < len(names), f"--progress_every: Fourier progress measures are defined "
                     f"only on {','.join(PROGRESS_DATASETS)}; --datasets={self.datasets} has none")
@@ -173,39 +177,15 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# DATA: every (a, b) pair of a binary operation as tokens [a, 'o', b, '='], label = a o b.
+# DATA: every (a, b) pair of a binary operation as tokens [a, 'o', b, '='], label = a o b. Each
+# operation is one function in tasks.py (x_plus_y, x2_plus_xy_plus_y2, s5_conjugation, ...).
 # ---------------------------------------------------------------------------------------------
 SPECIAL_TOKENS = ("o", "=")  # token ids 0 and 1; group element i is token id i + 2
-PREFIX_LEN = 2               # [a, 'o']: examples with the same a share these positions
-
-
-def operation_table(name, prime):
-    """All pairs of a dataset: (num_elements, a (N,), b (N,), c (N,)) as element indices."""
-    if name == "permutation":
-        perms = list(itertools.permutations(range(5)))
-        index = {p: i for i, p in enumerate(perms)}
-        pairs = list(itertools.product(range(len(perms)), repeat=2))
-        a, b = zip(*pairs)
-        c = [index[tuple(perms[i][j] for j in perms[k])] for i, k in pairs]  # c[j] = a[b[j]]
-        return len(perms), torch.tensor(a), torch.tensor(b), torch.tensor(c)
-    a, b = torch.meshgrid(torch.arange(prime), torch.arange(prime), indexing="ij")
-    a, b = a.flatten(), b.flatten()
-    if name == "x_plus_y":
-        c = (a + b) % prime
-    elif name == "x_minus_y":
-        c = (a - b) % prime
-    elif name == "x_div_y":
-        a, b = a[b != 0], b[b != 0]
-        inverse = torch.tensor([pow(int(x), prime - 2, prime) for x in b])  # Fermat: b^(p-2) = b^-1
-        c = (a * inverse) % prime
-    else:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {','.join(DATASETS)}")
-    return prime, a, b, c
 
 
 def make_dataset(name, cfg, seed, device):
     """Tokens and labels of the seeded train / val split, resident on the device."""
-    num_elements, a, b, c = operation_table(name, cfg.prime)
+    num_elements, a, b, c = tasks.operation_table(name, cfg.prime)  # every pair, its label
     tokens = torch.stack([a + 2, torch.zeros_like(a), b + 2, torch.ones_like(a)], dim=1)  # (N, 4)
     order = torch.randperm(len(c), generator=torch.Generator().manual_seed(seed))
     n_train = int(len(c) * cfg.train_frac)
@@ -221,8 +201,7 @@ def make_dataset(name, cfg, seed, device):
 # ---------------------------------------------------------------------------------------------
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with biases, parametrised and initialised exactly as
-    nn.MultiheadAttention (xavier-uniform in-projection, zero biases), written out so that the
-    keys and values of earlier positions can be passed in (see Transformer.forward_fast)."""
+    nn.MultiheadAttention (xavier-uniform in-projection, zero biases)."""
 
     def __init__(self, dim, heads):
         super().__init__()
@@ -255,7 +234,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Post-norm block: x = LN(x + Attn(x)); x = LN(x + FFN(x)), FFN = D -> 4D GELU -> D."""
+    """Post-norm block: x = LN(x + Attn(x)); x = LN(x + FFN(x)), FFN = D -> 4D GELU -> D.
+    past_kv, last_only and qkv (keys and values of earlier positions, output only the last
+    position, the in-projection already applied) are used only by the harness's exact shortcut;
+    forward() never passes them, and an edit that ignores them is caught by its check."""
 
     def __init__(self, dim, heads):
         super().__init__()
@@ -289,84 +271,6 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x, _ = block(x)
         return self.head(self.final_norm(x[:, -1]))
-
-    def forward_fast(self, tokens, tables=None, token_tables=True):
-        """The same logits as forward() with less arithmetic, exact because attention is causal:
-        1. positions < PREFIX_LEN depend only on the prefix tokens [a, 'o'], so they run once per
-           distinct prefix and their keys and values are gathered per example;
-        2. the first block's q, k, v at the other positions depend only on [b, '='], so they are
-           computed once per distinct suffix and gathered (token_tables=False: not);
-        3. only the last position reaches the loss, so the last block computes only it.
-        tables: the (prefix, suffix) TokenTables of the whole dataset (dataset_tables: static
-        shapes, nothing waits on the host); None builds them from this batch. 1 and 2 are the
-        table pass, run once per update, and once per evaluation for all its chunks. Edits to the
-        blocks take effect in both paths. Config.fast_forward=False runs forward()."""
-        prefixes, suffixes = tables or (TokenTable(tokens[:, :PREFIX_LEN]), TokenTable(tokens[:, PREFIX_LEN:]))
-        which, known_prefixes = prefixes.index(tokens[:, :PREFIX_LEN])   # (B,) row in prefixes.rows
-        suffix, known_suffixes = suffixes.index(tokens[:, PREFIX_LEN:])
-        if not (known_prefixes and known_suffixes):  # tokens outside the dataset: an edit made them
-            return self.forward(tokens)
-        rows = prefixes.rows, suffixes.rows if token_tables else None
-        if self.training or torch.is_grad_enabled():
-            kv, qkv = self.table_pass(*rows)
-        else:  # in evaluate() and the progress measures, all chunks share one table pass (harness.reuse)
-            kv, qkv = harness.reuse(self, self.table_pass, *rows)
-        x = self.embed(tokens[:, PREFIX_LEN:], start=PREFIX_LEN)          # (B, T - PREFIX_LEN, D)
-        for i, block in enumerate(self.blocks):
-            k, v = kv[i]
-            x, _ = block(x, past_kv=(take_rows(k, which), take_rows(v, which)),
-                         last_only=i == len(self.blocks) - 1,
-                         qkv=take_rows(qkv, suffix) if i == 0 and qkv is not None else None)
-        return self.head(self.final_norm(x[:, -1]))
-
-    def table_pass(self, prefix_rows, suffix_rows=None):
-        """What forward_fast computes once per table row: each block's keys and values at the
-        prefix positions of every distinct prefix (P, PREFIX_LEN, H, D/H), and the first block's
-        q, k, v of every distinct suffix (S, T - PREFIX_LEN, 3D; None without suffix_rows)."""
-        kv, x = [], self.embed(prefix_rows)                                # (P, PREFIX_LEN, D)
-        for i, block in enumerate(self.blocks):
-            x, kv_i = block(x, last_only=i == len(self.blocks) - 1)
-            kv.append(kv_i)
-        qkv = None if suffix_rows is None else self.blocks[0].attn.qkv(self.embed(suffix_rows, start=PREFIX_LEN))
-        return kv, qkv
-
-
-def take_rows(table, index):
-    """table[index] for a (B,) index into the first dimension, through F.embedding: the same rows,
-    and gradients summed in example order on any number of threads (as indexing does on one),
-    faster on CPU than indexing: 5-7x forward, ~2x backward (forward_fast's gathers)."""
-    return F.embedding(index, table.reshape(len(table), -1)).view(len(index), *table.shape[1:])
-
-
-class TokenTable:
-    """The distinct rows of a slice of token columns (rows (R, k)), and index(tokens): each
-    example's row in them. forward_fast computes what depends only on those columns once per row.
-    Made from the whole dataset, its shapes are static and index needs no torch.unique per batch."""
-
-    def __init__(self, tokens):
-        self.base = int(tokens.max()) + 1
-        self.keys, inverse = torch.unique(self.key(tokens), return_inverse=True)   # sorted
-        first = torch.empty_like(self.keys).scatter_(0, inverse, torch.arange(len(tokens), device=tokens.device))
-        self.rows = tokens[first]
-
-    def key(self, tokens):
-        key = tokens[:, 0]
-        for i in range(1, tokens.shape[1]):
-            key = key * self.base + tokens[:, i]
-        return key
-
-    @harness.eager_under_compile  # its answer decides a branch: runs eagerly (torch.compiler.disable)
-    def index(self, tokens):
-        """(B,) row of each example, and whether every example is in the table."""
-        key = self.key(tokens)
-        row = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
-        return row, bool(((self.keys[row] == key) & (tokens < self.base).all(1)).all())
-
-
-def dataset_tables(data):
-    """The (prefix, suffix) TokenTables of every example of a dataset (forward_fast's tables)."""
-    every = torch.cat([data["train_x"], data["val_x"]])
-    return TokenTable(every[:, :PREFIX_LEN]), TokenTable(every[:, PREFIX_LEN:])
 
 
 def init_weights(model, scheme):
@@ -526,19 +430,20 @@ def evaluate(unit, x, y, batch_size):
     model = unit.model
     model.eval()
     loss_sum = correct = saturated = 0.0
-    with harness.shared_passes():  # the chunks share forward_fast's table pass (the weights are fixed)
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            logits = unit.logits_fn(xb).float()
-            loss_sum += unit.loss_fn(logits, yb, reduction="sum")
-            correct += (logits.argmax(-1) == yb).sum()
-            saturated += (logits.softmax(-1).amax(-1) == 1.0).sum()  # softmax collapse in float32
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        logits = unit.logits_fn(xb).float()
+        loss_sum += unit.loss_fn(logits, yb, reduction="sum")
+        correct += (logits.argmax(-1) == yb).sum()
+        saturated += (logits.softmax(-1).amax(-1) == 1.0).sum()  # softmax collapse in float32
     weight_norm = torch.sqrt(sum(p.detach().float().pow(2).sum() for p in model.parameters()))
     last_layer_norm = model.head.weight.detach().float().norm()  # the slingshot's (Thilak et al. 2022)
     model.train()
     n = len(y)
-    return {"val_loss": (loss_sum / n).item(), "val_accuracy": (correct / n).item(),
-            "weight_norm": weight_norm.item(), "softmax_collapse": (saturated / n).item(),
-            "last_layer_norm": last_layer_norm.item()}
+    stats = {"val_loss": loss_sum / n, "val_accuracy": correct / n, "weight_norm": weight_norm,
+             "softmax_collapse": saturated / n, "last_layer_norm": last_layer_norm}
+    # read from the device once for all of them (an .item() each would make the host wait each time)
+    return dict(zip(stats, torch.stack([torch.as_tensor(v, dtype=torch.float64, device=y.device)
+                                        for v in stats.values()]).tolist()))
 
 
 def with_precision(logits_fn, cfg, device):
@@ -555,24 +460,14 @@ def with_precision(logits_fn, cfg, device):
 
 
 def build_unit(cfg, dataset, run):
-    """One unit's data, model, optimizer and forward; run.seed drives split and initialisation.
-    The fast forward is used only where run.choose_forward finds it equal to the plain one."""
+    """One unit's data, model, optimizer and forward; run.seed drives split and initialisation."""
     data = make_dataset(dataset, cfg, run.seed, run.device)
     torch.manual_seed(run.seed)
     model = Transformer(cfg, data["vocab_size"], data["num_classes"]).to(run.device)
     init_weights(model, cfg.init)
-    logits_fn, compiled = model, harness.use_compile(cfg.compile, cfg.total_steps, run.device)
-    if cfg.fast_forward:  # the first of these that equals the plain forward on a train batch
-        tables = dataset_tables(data)
-        x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
-        candidates = {"fast": lambda t: model.forward_fast(t, tables),
-                      "prefix": lambda t: model.forward_fast(t, tables, token_tables=False)}
-        if compiled:  # checked like the others
-            candidates = {"fast, compiled": torch.compile(candidates["fast"]), **candidates}
-        logits_fn = run.choose_forward(model, candidates, model, x, y, F.cross_entropy)
-    elif compiled:
-        logits_fn = torch.compile(model)
-    logits_fn = with_precision(logits_fn, cfg, run.device)
+    # model itself, or an exact shortcut of its forward (--fast_forward, --compile), which the harness
+    # checks against model.forward() on a train batch first: edit the model freely
+    logits_fn = with_precision(run.forward_for(model, data), cfg, run.device)
     return Unit(data, model, make_optimizer(model, cfg), logits_fn, loss_fn=make_loss(cfg))
 
 
@@ -582,12 +477,11 @@ def make_progress_measures(cfg, dataset, data):
     if not cfg.progress_every or dataset not in PROGRESS_DATASETS:
         return None
     import instruments  # imported only when on: the default run needs none of it
-    p, a, b, c = operation_table(dataset, cfg.prime)
-    tokens = torch.stack([a + 2, torch.zeros_like(a), b + 2, torch.ones_like(a)], dim=1)  # row a p + b
-    train = torch.zeros(p * p, dtype=torch.bool)
-    train[((data["train_x"][:, 0] - 2) * p + data["train_x"][:, 2] - 2).cpu()] = True
-    return instruments.ProgressMeasures(p, tokens.to(data["train_x"].device), c, train,
-                                        1 if dataset == "x_plus_y" else -1, slice(2, 2 + p),
+    x, y = torch.cat([data["train_x"], data["val_x"]]), torch.cat([data["train_y"], data["val_y"]])
+    order = ((x[:, 0] - 2) * cfg.prime + x[:, 2] - 2).argsort()  # every pair, in row order a p + b
+    train = torch.arange(len(y), device=y.device) < len(data["train_y"])
+    return instruments.ProgressMeasures(cfg.prime, x[order], y[order], train[order],
+                                        1 if dataset == "x_plus_y" else -1, slice(2, 2 + cfg.prime),
                                         cfg.eval_batch_size)
 
 

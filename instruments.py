@@ -52,7 +52,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-import harness
 
 KEY_RATIO = 4.0  # key frequency: n_k >= max_j n_j / KEY_RATIO
 
@@ -124,8 +123,7 @@ class ProgressMeasures:
     @torch.no_grad()
     def logits(self, model, logits_fn):
         model.eval()
-        with harness.shared_passes():  # the chunks share the fast forward's table pass, as in evaluate
-            logits = torch.cat([logits_fn(x).float().cpu() for x in self.tokens.split(self.batch_size)])
+        logits = torch.cat([logits_fn(x).float().cpu() for x in self.tokens.split(self.batch_size)])
         model.train()
         return logits.double()
 

@@ -2,7 +2,7 @@
 launch_slurm.py: --launcher=slurm. The missing units of a run (harness.run -> run_units) or of a
 whole sweep (sweep.py -> launch, then run_units per point) run as the tasks of a Slurm job array,
 submitted through submitit. Each array task trains --slurm_units_per_task units of one run, one
-after another, with harness.train_and_save_unit and writes their unit files into the run folder, so
+after another, with workers.train_and_save_unit and writes their unit files into the run folder, so
 that folder must be on a filesystem that the compute nodes share with the submitting machine.
 
 Files:
@@ -35,15 +35,16 @@ import io
 import json
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import harness
-from harness import ConfigError
+from options import RUN_CONTROL_KEYS, ConfigError, parse_extra
+from outputs import code_identity, config_record, strict, unit_path, write_json
+from run_dir import load_unit
+from workers import train_and_save_unit
 
 SQUEUE_EVERY_S = 5.0  # squeue calls are the only load this puts on the controller
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -83,47 +84,13 @@ class ArrayTask:
         cfg = getattr(module, self.config)(**cfg_fields)
         for dataset, s in units:
             print(f"unit: {dataset}_{s} started", flush=True)
-            harness.train_and_save_unit(getattr(module, self.train_unit), opts, cfg, dataset, s)
-            print(f"unit: {dataset}_{s} written to {harness.unit_path(opts.out_dir, dataset, s)}", flush=True)
+            train_and_save_unit(getattr(module, self.train_unit), opts, cfg, dataset, s)
+            print(f"unit: {dataset}_{s} written to {unit_path(opts.out_dir, dataset, s)}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # SUBMITTING: one array for every unit that has no live job.
 # ---------------------------------------------------------------------------------------------
-def parse_extra(text):
-    """--slurm_extra "KEY=VALUE,KEY=VALUE" -> {key: value} for sbatch (--key=value). A comma-separated
-    piece without "=" continues the value before it (mail-type=BEGIN,END). ConfigError otherwise."""
-    extra, key = {}, None
-    for piece in (p.strip() for p in text.split(",") if p.strip()):
-        name, sep, value = piece.partition("=")
-        if sep and re.fullmatch(r"[A-Za-z][\w-]*", name.strip()):
-            key = name.strip()
-            extra[key] = value.strip()
-        elif key and not sep:
-            extra[key] += "," + piece
-        else:
-            raise ConfigError(f"--slurm_extra={text}: {piece!r} is not KEY=VALUE (e.g. account=lab,qos=low)")
-    return extra
-
-
-def check(opts):
-    """ConfigError unless this machine can submit (sbatch found), --slurm_extra reads and sinfo knows
-    the partitions of --slurm_partition (not checked when sinfo does not answer). Reads only."""
-    if not shutil.which("sbatch"):
-        raise ConfigError("--launcher=slurm: sbatch not found here; submit from a Slurm login node, or "
-                          "use --launcher=local")
-    parse_extra(opts.slurm_extra)
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return
-    known = set(proc.stdout.split())
-    unknown = [p for p in opts.slurm_partition.split(",") if p and known and p not in known]
-    if unknown and not proc.returncode:
-        raise ConfigError(f"--slurm_partition={opts.slurm_partition}: no partition {unknown[0]} here; "
-                          f"allowed: {'|'.join(sorted(known))}")
-
-
 def executor_parameters(opts, experiment, n_tasks):
     """submitit.SlurmExecutor parameters from the --slurm_* options."""
     extra = parse_extra(opts.slurm_extra)
@@ -213,8 +180,8 @@ def read_record(out_dir):
 
 def settings_key(opts, cfg, code):
     """Hash of what a unit's result depends on: the settings a --resume keeps, and the code."""
-    kept = {k: v for k, v in harness.config_record(opts, cfg).items() if k not in harness.RUN_CONTROL_KEYS}
-    text = json.dumps([harness.strict(kept), code], sort_keys=True)
+    kept = {k: v for k, v in config_record(opts, cfg).items() if k not in RUN_CONTROL_KEYS}
+    text = json.dumps([strict(kept), code], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -227,7 +194,7 @@ def launch(train_unit, runs, folder):
     queued or running with the same settings and code; cancel one with others; submit all the other
     units, of every run, as one array into folder/slurm. Records each run's jobs in its jobs.json.
     Returns, per run, {unit: jobs.json entry}."""
-    code = harness.code_identity(train_unit)
+    code = code_identity(train_unit)
     records = [read_record(opts.out_dir) for opts, _, _ in runs]
     states = job_states([e.get("job") for r in records for e in r.values() if isinstance(e, dict)])
     if states is None:
@@ -263,7 +230,7 @@ def launch(train_unit, runs, folder):
         if mine:
             record_path(opts.out_dir).parent.mkdir(parents=True, exist_ok=True)
             units = {**record, **{name(u): e for u, e in mine.items()}}
-            harness.write_json(record_path(opts.out_dir), {"units": units})
+            write_json(record_path(opts.out_dir), {"units": units})
     return adopted
 
 
@@ -301,10 +268,10 @@ def run_units(train_unit, opts, cfg, todo, on_result, bar=None):
             states, queried = job_states([e["job"] for e in pending.values()]), time.monotonic()
         ended = []
         for unit, entry in list(pending.items()):
-            path = harness.unit_path(opts.out_dir, *unit)
+            path = unit_path(opts.out_dir, *unit)
             if path.exists():
                 del pending[unit]
-                on_result(harness.load_unit(path, *unit), written=True)
+                on_result(load_unit(path, *unit), written=True)
                 if bar:
                     bar.update(cfg.total_steps)
             elif states is not None:

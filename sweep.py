@@ -20,7 +20,7 @@ options given, except those a --resume may change), "points": [{"name": "run_i",
 (relative to out_dir), "overrides": {knob: value}}]}.
 
 Checked before anything is written (else one line on stderr, exit 2): the grid, every point's
-configuration (harness.parse), every unfinished point's folder (harness.check_out_dir), and that
+configuration (options.parse), every unfinished point's folder (run_dir.check_out_dir), and that
 out_dir holds this sweep or none. Rerunning the same command resumes: points with final_info.json
 are skipped, the others train only their missing units. --overwrite starts every point again.
 
@@ -53,7 +53,11 @@ from matplotlib.lines import Line2D
 
 import grokstats
 import harness
-from harness import ConfigError, require
+import options
+import outputs
+import run_dir
+from interrupts import Terminated, catch_stop_signals
+from options import ConfigError, require
 
 MANIFEST = "sweep.json"
 
@@ -65,17 +69,17 @@ MANIFEST = "sweep.json"
 class Point:
     name: str        # "run_3"
     overrides: dict  # {knob: typed value}
-    opts: harness.RunOptions
+    opts: options.RunOptions
     cfg: object      # experiment.Config
     todo: list | None  # units still missing; None for a finished point (final_info.json)
 
     def label(self):
-        return ", ".join(f"{k}={harness.show(v)}" for k, v in self.overrides.items())
+        return ", ".join(f"{k}={options.show(v)}" for k, v in self.overrides.items())
 
 
 def parse_command(argv):
     """(out_dir, grid specs, plot, the other options), or ConfigError."""
-    parser = harness.OneLineParser(prog="sweep.py", allow_abbrev=False,
+    parser = options.OneLineParser(prog="sweep.py", allow_abbrev=False,
                                    description="A grid of experiment.py runs; see sweep.py's docstring.")
     parser.add_argument("--out_dir", required=True, help="the sweep's folder")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -91,7 +95,7 @@ def parse_command(argv):
 
 def parse_grid(Config, specs):
     """{knob: [(text, typed value)]} from --grid specs, in their order, or ConfigError."""
-    fields, grid = harness.field_types(Config), {}
+    fields, grid = options.field_types(Config), {}
     for spec in specs:
         key, sep, text = (part.strip() for part in spec.partition("="))
         require(sep and text, f"--grid {spec}: expected KEY=V1,V2,... (e.g. --grid train_frac=0.3,0.5)")
@@ -100,7 +104,7 @@ def parse_grid(Config, specs):
         require(key not in grid, f"--grid {key}: given twice; put all its values in one --grid")
         texts = [v.strip() for v in text.split(";" if ";" in text else ",")]
         require(all(texts) and len(set(texts)) == len(texts), f"--grid {spec}: an empty or repeated value")
-        read = harness.converter(key, fields[key][1])
+        read = options.converter(key, fields[key][1])
         try:
             grid[key] = [(t, read(t)) for t in texts]
         except ValueError:
@@ -110,7 +114,7 @@ def parse_grid(Config, specs):
 
 def normal(obj):
     """obj as it reads back from strict JSON (tuples as lists), for comparing with sweep.json."""
-    return json.loads(json.dumps(harness.strict(obj)))
+    return json.loads(json.dumps(outputs.strict(obj)))
 
 
 def check_manifest(out, manifest, names, overwrite):
@@ -120,7 +124,7 @@ def check_manifest(out, manifest, names, overwrite):
     if overwrite:
         left = sorted(p.name for p in out.glob("run_*") if p.name not in names)
         if left:
-            harness.warn(f"--overwrite leaves {', '.join(left)} (not points of this sweep) in {out}; "
+            options.warn(f"--overwrite leaves {', '.join(left)} (not points of this sweep) in {out}; "
                          "plot.py run there reads them too")
         return
     if path.exists():
@@ -141,7 +145,7 @@ def plan(out_dir, specs, base, Config, train_unit):
     """(manifest, [Point]): the grid expanded, every point's configuration parsed and its folder
     checked. Reads only."""
     grid = parse_grid(Config, specs)
-    given = vars(harness.make_parser(Config).parse_args(base))
+    given = vars(options.make_parser(Config).parse_args(base))
     require("resume" not in given, "--resume: a sweep resumes by itself; rerun the same command")
     for key in (k for k in grid if k in given):
         raise ConfigError(f"--{key} is both a --grid knob and a fixed option; give it once")
@@ -149,11 +153,11 @@ def plan(out_dir, specs, base, Config, train_unit):
     combos = list(itertools.product(*grid.values()))
     names = [f"run_{i}" for i in range(1, len(combos) + 1)]
     manifest = normal({"grid": {k: [v for _, v in values] for k, values in grid.items()},
-                       "fixed": {k: v for k, v in given.items() if k not in harness.RUN_CONTROL_KEYS},
+                       "fixed": {k: v for k, v in given.items() if k not in options.RUN_CONTROL_KEYS},
                        "points": [{"name": n, "folder": n, "overrides": {k: v for k, (_, v) in zip(grid, c)}}
                                   for n, c in zip(names, combos)]})
     check_manifest(out, manifest, names, overwrite)
-    code, points = harness.code_identity(train_unit), []
+    code, points = outputs.code_identity(train_unit), []
     for name, combo in zip(names, combos):
         folder = out / name
         point = Point(name, {k: v for k, (_, v) in zip(grid, combo)}, None, None, None)
@@ -164,10 +168,10 @@ def plan(out_dir, specs, base, Config, train_unit):
         argv = [*base, *(f"--{k}={t}" for k, (t, _) in zip(grid, combo)), f"--out_dir={folder}",
                 f"--description={description}", *(["--resume"] if resume else [])]
         try:
-            point.opts, point.cfg = harness.parse(Config, argv)
+            point.opts, point.cfg = options.parse(Config, argv)
             if overwrite or not (folder / "final_info.json").exists():
-                finished = harness.check_out_dir(point.opts, point.cfg, code)
-                point.todo = [(d, s) for d in harness.datasets_of(point.cfg)
+                finished = run_dir.check_out_dir(point.opts, point.cfg, code)
+                point.todo = [(d, s) for d in outputs.datasets_of(point.cfg)
                               for s in range(point.cfg.num_seeds) if (d, s) not in finished]
         except ConfigError as e:
             raise ConfigError(f"{name} ({point.label()}): {e}") from None
@@ -185,17 +189,17 @@ def run_sweep(out_dir, specs, base):
     """Check everything, write sweep.json, then run (or submit) every unfinished point. True when
     every point is finished, or, with --slurm_wait=false, submitted."""
     import experiment  # the file beside this one: its Config and train_unit
-    with harness.held_warnings():  # Config.check's warnings: once, after every point passed
+    with options.held_warnings():  # Config.check's warnings: once, after every point passed
         manifest, points = plan(out_dir, specs, base, experiment.Config, experiment.train_unit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    harness.write_json(out / MANIFEST, manifest)
+    outputs.write_json(out / MANIFEST, manifest)
     active = [p for p in points if p.todo is not None]
     for p in points:
         if p.todo is None:
             print(f"sweep: {p.name} ({p.label()}): finished, skipped", flush=True)
         else:
-            harness.prepare_out_dir(p.opts, p.cfg)
+            run_dir.prepare_out_dir(p.opts, p.cfg)
     opts = points[0].opts
     if opts.launcher == "slurm" and any(p.todo for p in active):
         import launch_slurm
@@ -253,8 +257,8 @@ def heatmap(fig, ax, values, labels, xs, ys, title, cmap, limits):
     ax.set_facecolor("0.85")
     if np.isfinite(values).any():
         fig.colorbar(image, ax=ax)
-    ax.set_xticks(range(len(xs)), labels=[harness.show(v) for v in xs])
-    ax.set_yticks(range(len(ys)), labels=[harness.show(v) for v in ys])
+    ax.set_xticks(range(len(xs)), labels=[options.show(v) for v in xs])
+    ax.set_yticks(range(len(ys)), labels=[options.show(v) for v in ys])
     for (iy, ix), text in labels.items():
         ax.text(ix, iy, text, ha="center", va="center", fontsize=9, color=text_colour(image, values[iy, ix]))
     ax.set_title(title)
@@ -326,7 +330,7 @@ def plot_lines(manifest, cells, dataset):
         ax1.set_xscale("log")
     for ax in (ax1, ax2):
         ax.set_xlabel(key)
-        ax.set_xticks(xs, labels=[harness.show(v) for v in values])
+        ax.set_xticks(xs, labels=[options.show(v) for v in values])
         ax.minorticks_off()
     fig.suptitle(dataset)
     return fig
@@ -363,19 +367,19 @@ def plot_sweep(out_dir):
 # MAIN
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
-    harness.catch_stop_signals()  # as for experiment.py: never lost while torch.compile compiles
+    catch_stop_signals()  # as for experiment.py: never lost while torch.compile compiles
     try:
         out_dir, specs, plot, base = parse_command(sys.argv[1:] if argv is None else argv)
         ok = run_sweep(out_dir, specs, base) if specs else True
         if plot:
             plot_sweep(out_dir)
     except ConfigError as e:
-        print(f"error: {harness.one_line(e)}", file=sys.stderr)
+        print(f"error: {options.one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         print("error: interrupted; finished units are kept: rerun the same command to resume",
               file=sys.stderr)
-        sys.exit(143 if isinstance(e, harness.Terminated) else 130)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
     sys.exit(0 if ok else 1)
 
 

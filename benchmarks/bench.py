@@ -27,7 +27,10 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import experiment as E  # noqa: E402
-import harness  # noqa: E402
+import fast_forward
+import options
+import unit_run
+import workers
 
 TIMED = ("x_plus_y", "permutation")
 DEVICE = "auto"  # the smallest and the largest vocabulary and val split
@@ -35,14 +38,13 @@ DEVICE = "auto"  # the smallest and the largest vocabulary and val split
 
 def without_token_tables(unit):
     """The unit's forward made the fast forward as it was before the first block's q/k/v tables."""
-    tables = E.dataset_tables(unit.data)
-    unit.logits_fn = lambda t: unit.model.forward_fast(t, tables, token_tables=False)
+    unit.logits_fn = fast_forward.Shortcut(unit.model, fast_forward.dataset_tables(unit.data), token_tables=False)
 
 
 def time_unit(dataset, cfg, updates=20, evals=2, token_tables=True):
     """(ms per update, ms per evaluation) of one unit, through experiment.py's own functions."""
-    device = harness.resolve_device(DEVICE)
-    unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, device))
+    device = options.resolve_device(DEVICE)
+    unit = E.build_unit(cfg, dataset, unit_run.UnitRun(cfg, dataset, 0, device))
     data = unit.data
     if not token_tables:
         without_token_tables(unit)
@@ -89,7 +91,7 @@ def matmul_gflops(seconds=1.0):
 
 def unit_gflop(dataset, cfg, token_tables=True):
     """Matmul GFLOP of one update and of one evaluation, counted by torch's FlopCounterMode."""
-    unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, "cpu"))
+    unit = E.build_unit(cfg, dataset, unit_run.UnitRun(cfg, dataset, 0, "cpu"))
     data = unit.data
     if not token_tables:
         without_token_tables(unit)
@@ -105,7 +107,7 @@ def matmul_share(dataset, cfg, updates=10):
     """(ms per update, of which ms in matmuls) of one unit's update, from torch.profiler's
     self times (mm, addmm, bmm: the ops the floor counts), after a warm-up (and compilation)."""
     from torch.profiler import profile
-    unit = E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, 0, "cpu", warn=lambda m: None))
+    unit = E.build_unit(cfg, dataset, unit_run.UnitRun(cfg, dataset, 0, "cpu", warn=lambda m: None))
     data = unit.data
     x, y = data["train_x"][:cfg.batch_size], data["train_y"][:cfg.batch_size]
     for step in range(3):
@@ -132,9 +134,9 @@ def time_jobs(jobs, steps=100):
 def main():
     torch.set_num_threads(1)
     cfg = E.Config()
-    opts = harness.RunOptions(device=DEVICE)
-    device = harness.resolve_device(opts.device)
-    jobs = harness.default_jobs(opts, len(E.DATASETS) * cfg.num_seeds)
+    opts = options.RunOptions(device=DEVICE)
+    device = options.resolve_device(opts.device)
+    jobs = workers.default_jobs(opts, len(E.DATASETS) * cfg.num_seeds)
     print(f"device: {device}, cpu_count: {os.cpu_count()}, torch: {torch.__version__}, "
           f"default jobs: {jobs}, threads per job: {opts.threads}")
     eager = E.Config(compile="false")
@@ -142,7 +144,7 @@ def main():
                 "plain": (E.Config(fast_forward=False, compile="false"), True)}
     if "--compile" in sys.argv:
         variants["fast, compiled"] = (E.Config(compile="true"), True)
-    default = "fast, compiled" if harness.use_compile(cfg.compile, cfg.total_steps, device) else "fast"
+    default = "fast, compiled" if fast_forward.use_compile(cfg.compile, cfg.total_steps, device) else "fast"
     print(f"--compile={cfg.compile} runs the '{default}' variant for the baseline here")
     results = {}
     print("| variant | dataset | ms/update | ms/eval | projected baseline (min) |")

@@ -6,7 +6,7 @@ interleaved step by step, so that the machine's drift hits each alike.
     python benchmarks/interleaved.py --also .                      # this checkout twice: the noise
 
 Each checkout (this one, and each --also DIR, e.g. a `git worktree` of an older commit) is loaded
-in this one process with its own experiment.py, harness.py and grokstats.py, and builds one unit
+in this one process with its own experiment.py and harness modules, and builds one unit
 per dataset (seed offset 0) through its own build_unit, on the CPU, single-threaded as a worker
 runs. Then, for --updates steps, every checkout runs one update (train_step) on the same batch, in
 an order that reverses each step, and every --eval_every steps one evaluation (evaluate: the
@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ("experiment", "harness", "grokstats", "instruments")
+MODULES = ("experiment", "harness", "grokstats", "instruments", "tasks", "options", "outputs", "unit_run",
+           "fast_forward", "workers", "run_dir", "notes", "interrupts", "launch_slurm")  # any a checkout has
 WARMUP_UPDATES = 5
 
 
 class Checkout:
-    """A checkout's experiment module with its own harness and grokstats, and a way to put them
+    """A checkout's experiment module with its own harness modules, and a way to put them
     back in sys.modules while its code runs (use_compile finds its functions there)."""
 
     def __init__(self, name, folder):
@@ -46,6 +47,7 @@ class Checkout:
             self.modules = {n: sys.modules.pop(n) for n in MODULES if n in sys.modules}
             sys.modules.update(outer)
         self.harness = self.modules["harness"]
+        self.unit_run = self.modules.get("unit_run", self.harness)  # UnitRun's module (harness.py before)
 
     @contextlib.contextmanager
     def installed(self):
@@ -65,7 +67,7 @@ def build(checkout, dataset, compile_):
     E = checkout.experiment
     cfg = E.Config(compile="true" if compile_ else "false")
     with checkout.installed():
-        run = checkout.harness.UnitRun(cfg, dataset, 0, torch.device("cpu"), warn=lambda m: None)
+        run = checkout.unit_run.UnitRun(cfg, dataset, 0, torch.device("cpu"), warn=lambda m: None)
         unit = E.build_unit(cfg, dataset, run)
     return cfg, unit, run.forward["path"]
 

@@ -12,7 +12,7 @@ experiment.py's own build_unit, then times, single-threaded as each worker runs:
     sharing, first-block token tables, last block at the last position only) written with batched
     matmuls (baddbmm) over the unit axis, one fused AdamW over the stacked weights.
 Before timing, it checks that the stacked loss and every stacked gradient equal the U units' own
-(within harness.FAST_PATH_TOLERANCE), so the two columns compute the same thing. The stacked code
+(within fast_forward.FAST_PATH_TOLERANCE), so the two columns compute the same thing. The stacked code
 here is a measuring prototype of the model as it is: it does not follow edits to experiment.py.
 Compare ratios within one run; absolute times move with machine load.
 """
@@ -28,7 +28,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import experiment as E  # noqa: E402
-import harness  # noqa: E402
+import fast_forward
+import unit_run
 
 
 def stack_params(units):
@@ -79,21 +80,21 @@ def block(P, i, heads, x, past_kv=None, last_only=False, qkv=None):
 
 
 def stacked_forward(P, tables, heads, layers, tokens):
-    """Transformer.forward_fast for U units at once: tokens (U, B, 4) -> logits (U, B, C)."""
+    """fast_forward.forward_fast for U units at once: tokens (U, B, 4) -> logits (U, B, C)."""
     prefixes, suffixes = tables
     U, B, _ = tokens.shape
-    which = prefixes.index(tokens[..., :E.PREFIX_LEN].reshape(U * B, -1))[0].view(U, B)
-    suffix = suffixes.index(tokens[..., E.PREFIX_LEN:].reshape(U * B, -1))[0].view(U, B)
+    which = prefixes.index(tokens[..., :fast_forward.PREFIX_LEN].reshape(U * B, -1)).view(U, B)
+    suffix = suffixes.index(tokens[..., fast_forward.PREFIX_LEN:].reshape(U * B, -1)).view(U, B)
     units = torch.arange(U, device=tokens.device).unsqueeze(1)
     emb, pos = P["token_embedding.weight"], P["position_embedding.weight"]
-    x_prefix = emb[:, prefixes.rows] + pos[:, None, :E.PREFIX_LEN]              # (U, Pn, 2, D)
-    x = emb[units.unsqueeze(2), tokens[..., E.PREFIX_LEN:]] + pos[:, None, E.PREFIX_LEN:]
+    x_prefix = emb[:, prefixes.rows] + pos[:, None, :fast_forward.PREFIX_LEN]              # (U, Pn, 2, D)
+    x = emb[units.unsqueeze(2), tokens[..., fast_forward.PREFIX_LEN:]] + pos[:, None, fast_forward.PREFIX_LEN:]
     for i in range(layers):
         last = i == layers - 1
         x_prefix_next, (k, v) = block(P, i, heads, x_prefix, last_only=last)
         past = k[units, which], v[units, which]
         if i == 0:
-            s = emb[:, suffixes.rows] + pos[:, None, E.PREFIX_LEN:]
+            s = emb[:, suffixes.rows] + pos[:, None, fast_forward.PREFIX_LEN:]
             qkv = linear(P, "blocks.0.attn.qkv", s)[units, suffix]
             x, _ = block(P, i, heads, x, past, last_only=last, qkv=qkv)
         else:
@@ -118,7 +119,7 @@ def check_equal(units, P, forward, x, y):
     U, B, C = logits.shape
     stacked = F.cross_entropy(logits.reshape(U * B, C), y.reshape(-1), reduction="none").view(U, B).mean(1)
     stacked.sum().backward()
-    tol = harness.FAST_PATH_TOLERANCE
+    tol = fast_forward.FAST_PATH_TOLERANCE
     problems = []
     if not torch.allclose(stacked, own, atol=tol, rtol=tol):
         problems.append(f"loss {stacked.tolist()} vs {own.tolist()}")
@@ -143,9 +144,9 @@ def timed(fn, n):
 
 def measure(dataset, U, compiled, updates, evals):
     cfg = E.Config(compile="true" if compiled else "false")
-    units = [E.build_unit(cfg, dataset, harness.UnitRun(cfg, dataset, s, "cpu", warn=lambda m: None))
+    units = [E.build_unit(cfg, dataset, unit_run.UnitRun(cfg, dataset, s, "cpu", warn=lambda m: None))
              for s in range(U)]
-    tables = E.dataset_tables(units[0].data)
+    tables = fast_forward.dataset_tables(units[0].data)
     P = stack_params(units)
     heads, layers = cfg.num_heads, cfg.num_layers
 

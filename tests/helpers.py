@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE_FILES = tuple(sorted(p.name for p in ROOT.glob("*.py")))  # the modules a copy of the project needs
 EXPERIMENT = ROOT / "experiment.py"
 PLOT = ROOT / "plot.py"
 # The baseline made before issue 16's token tables: real curves that never change (run_0 is

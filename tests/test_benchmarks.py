@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import CODE_FILES, ROOT
 
 
 def test_side_by_side_runs_each_program_every_round_and_gives_medians_and_ranges():
@@ -30,7 +30,7 @@ def test_side_by_side_refuses_a_round_count_below_one():
 def test_interleaved_loads_each_checkout_on_its_own_modules_and_times_them_step_by_step(tmp_path):
     other = tmp_path / "other"  # a checkout whose experiment.py trains with the plain forward
     other.mkdir()
-    for name in ("experiment.py", "harness.py", "grokstats.py", "instruments.py"):
+    for name in CODE_FILES:
         shutil.copy(ROOT / name, other / name)
     source = (other / "experiment.py").read_text()
     assert "fast_forward: bool = option(True," in source

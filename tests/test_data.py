@@ -5,12 +5,13 @@ import pytest
 import torch
 
 import experiment as E
+import tasks
 
 P = 97
 
 
 def table(name):
-    return E.operation_table(name, P)
+    return tasks.operation_table(name, P)
 
 
 def test_x_plus_y_every_pair():
@@ -58,7 +59,7 @@ def test_tokens_are_a_o_b_equals(name, vocab, classes):
 def test_split_sizes_disjoint_complete(name):
     cfg = E.Config()
     d = E.make_dataset(name, cfg, 1337, "cpu")
-    n = len(E.operation_table(name, P)[3])
+    n = len(tasks.operation_table(name, P)[3])
     assert len(d["train_y"]) == int(n * 0.5) and len(d["train_y"]) + len(d["val_y"]) == n
     pairs = lambda x: {tuple(r) for r in x[:, [0, 2]].tolist()}  # noqa: E731
     train, val = pairs(d["train_x"]), pairs(d["val_x"])

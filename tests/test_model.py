@@ -10,8 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import experiment as E
-import harness
+import fast_forward as FF
+import unit_run
 from helpers import ROOT
+
+
+def forward_fast(model, x, tables=None, token_tables=True):
+    """The shortcut on tokens x, with the tables of the whole dataset or, by default, of x."""
+    tables = tables or (FF.TokenTable(x[:, :FF.PREFIX_LEN]), FF.TokenTable(x[:, FF.PREFIX_LEN:]))
+    return FF.forward_fast(model, x, tables, token_tables)
 
 
 def model_and_batch(name, cfg=E.Config(), n=512, seed=0):
@@ -24,7 +31,7 @@ def model_and_batch(name, cfg=E.Config(), n=512, seed=0):
 @pytest.mark.parametrize("name", E.DATASETS)
 def test_fast_forward_equals_plain_forward_and_loss(name):
     model, x, y = model_and_batch(name)
-    plain, fast = model(x), model.forward_fast(x)
+    plain, fast = model(x), forward_fast(model, x)
     assert (plain - fast).abs().max() <= 1e-5
     assert abs(F.cross_entropy(plain, y).item() - F.cross_entropy(fast, y).item()) <= 1e-5
 
@@ -33,7 +40,7 @@ def test_fast_forward_equals_plain_forward_and_loss(name):
 def test_fast_forward_gradients_match_for_other_depths(layers):
     model, x, y = model_and_batch("x_minus_y", E.Config(num_layers=layers, dim_model=64), n=256)
     grads = []
-    for fn in (model, model.forward_fast):
+    for fn in (model, lambda t: forward_fast(model, t)):
         model.zero_grad()
         F.cross_entropy(fn(x), y).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -67,10 +74,10 @@ def test_default_initialisation_is_multihead_attentions():
 
 def test_an_edit_to_the_block_takes_effect_in_both_paths():
     model, x, _ = model_and_batch("x_plus_y", n=64)
-    before = model.forward_fast(x).detach()
+    before = forward_fast(model, x).detach()
     for block in model.blocks:  # the kind of edit an agent makes: swap the FFN activation
         block.ffn[1] = nn.ReLU()
-    after_fast, after_plain = model.forward_fast(x), model(x)
+    after_fast, after_plain = forward_fast(model, x), model(x)
     assert (after_fast - before).abs().max() > 1e-3
     assert (after_fast - after_plain).abs().max() <= 1e-5
 
@@ -86,16 +93,16 @@ def test_a_pre_norm_rewrite_of_the_block_takes_effect_in_both_paths(monkeypatch)
     before = model(x).detach()
     monkeypatch.setattr(E.DecoderBlock, "forward", pre_norm)
     assert (model(x) - before).abs().max() > 1e-3
-    assert (model.forward_fast(x, token_tables=False) - model(x)).abs().max() <= 1e-5
+    assert (forward_fast(model, x, token_tables=False) - model(x)).abs().max() <= 1e-5
     # the first block's q/k/v table is of the embedding, not of LN(embedding): the self-check
     # refuses it (test_a_pre_norm_edit_keeps_the_prefix_sharing_and_drops_only_the_token_tables)
-    assert (model.forward_fast(x) - model(x)).abs().max() > 1e-3
+    assert (forward_fast(model, x) - model(x)).abs().max() > 1e-3
 
 
 # --- the speed machinery: static token tables, the layered self-check, compile, precision -----
 def dataset_tables(name, cfg=E.Config()):
     d = E.make_dataset(name, cfg, 1337, "cpu")
-    return d, E.dataset_tables(d)
+    return d, FF.dataset_tables(d)
 
 
 @pytest.mark.parametrize("name,prefixes,suffixes", [("x_plus_y", 97, 97), ("x_div_y", 97, 96),
@@ -103,14 +110,17 @@ def dataset_tables(name, cfg=E.Config()):
 def test_token_tables_hold_each_distinct_prefix_and_suffix_once(name, prefixes, suffixes):
     d, (pre, suf) = dataset_tables(name)
     assert (len(pre.rows), len(suf.rows)) == (prefixes, suffixes)  # a in every row; b != 0 for x_div_y
+    model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
     for table, cols in ((pre, slice(0, 2)), (suf, slice(2, 4))):
-        x = d["val_x"][:, cols]
-        row, known = table.index(x)
-        assert known and (table.rows[row] == x).all()
+        x, shortcut = d["val_x"][:, cols], FF.Shortcut(model, (pre, suf))
+        row = table.index(x, shortcut)
+        assert (table.rows[row] == x).all() and not shortcut.trouble.any()
     odd = d["val_x"][:3, 2:].clone()
     odd[1] = torch.tensor([1, 0])                  # ['=', 'o']: in no example
-    assert not suf.index(odd)[1]
-    assert not suf.index(odd.clamp(max=0) + 500)[1]  # a token beyond the table's vocabulary
+    for tokens in (odd, odd.clamp(max=0) + 500):   # and a token beyond the table's vocabulary
+        shortcut = FF.Shortcut(model, (pre, suf))
+        suf.index(tokens, shortcut)
+        assert shortcut.trouble.tolist() == [True, False]  # noted on the device, never read there
 
 
 def test_take_rows_gives_the_rows_of_indexing_and_gradients_summed_in_example_order():
@@ -128,7 +138,7 @@ def test_take_rows_gives_the_rows_of_indexing_and_gradients_summed_in_example_or
         rows.backward(grad)
         return rows.detach(), leaf.grad
 
-    rows, grad_of_table = rows_and_grad(lambda t: E.take_rows(t, index))
+    rows, grad_of_table = rows_and_grad(lambda t: FF.take_rows(t, index))
     assert torch.equal(rows, table[index]) and torch.equal(grad_of_table, in_order)
     threads = torch.get_num_threads()
     try:  # on one thread, as the workers run, indexing's backward sums in the same order: the
@@ -146,7 +156,7 @@ def test_fast_forward_with_the_datasets_tables_equals_the_plain_forward(name, to
     model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
     x, y = d["train_x"][:512], d["train_y"][:512]
     outs = []
-    for fn in (model, lambda t: model.forward_fast(t, tables, token_tables)):
+    for fn in (model, lambda t: forward_fast(model, t, tables, token_tables)):
         model.zero_grad()
         logits = fn(x)
         F.cross_entropy(logits, y).backward()
@@ -159,44 +169,50 @@ def test_an_evaluation_runs_the_table_pass_once_for_all_its_chunks_and_equals_th
     torch.manual_seed(0)
     model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
     passes = []
-    table_pass = E.Transformer.table_pass
-    monkeypatch.setattr(E.Transformer, "table_pass", lambda *a: passes.append(1) or table_pass(*a))
-    fast = E.Unit(d, model, None, lambda t: model.forward_fast(t, tables))
-    plain = E.Unit(d, model, None, model)
+    table_pass = FF.table_pass
+    monkeypatch.setattr(FF, "table_pass", lambda *a: passes.append(1) or table_pass(*a))
+    shortcut = FF.Shortcut(model, tables)
+    fast, plain = E.Unit(d, model, None, shortcut), E.Unit(d, model, None, model)
     for evaluation in (1, 2):
         got = E.evaluate(fast, d["val_x"], d["val_y"], 1024)
         assert got == pytest.approx(E.evaluate(plain, d["val_x"], d["val_y"], 1024), rel=1e-5)
-        assert len(passes) == evaluation  # once per evaluation, not once per chunk
-    # inside one evaluation's block, any change of a weight computes it again, even one through
-    # .data (which no version counter sees); outside such a block, nothing is kept
+        shortcut(d["train_x"][:8])  # a training call (autograd on) in between: nothing is kept
+        assert len(passes) == 2 * evaluation  # once per evaluation, not once per chunk
     x = d["val_x"][:64]
     model.eval()  # as evaluate() has it (and leaves it in training mode)
-    with torch.no_grad(), harness.shared_passes():
-        first = model.forward_fast(x, tables)
-        assert torch.equal(model.forward_fast(x, tables), first) and len(passes) == 3
-        w = model.blocks[0].ffn[0].weight  # read by the table pass (the prefixes' keys and values)
-        w.data.add_(0.05 * torch.randn_like(w))
-        after = model.forward_fast(x, tables)
-        assert (after - first).abs().max() > 1e-4 and len(passes) == 4
-        assert (after - model(x)).abs().max() <= 1e-5
-        model.train()  # training mode (dropout would draw anew): never kept
-        model.forward_fast(x, tables), model.forward_fast(x, tables)
-        assert len(passes) == 6
-    model.eval()
     with torch.no_grad():
-        model.forward_fast(x, tables), model.forward_fast(x, tables)
-    assert len(passes) == 8
+        first = shortcut(x)
+        assert torch.equal(shortcut(x), first) and len(passes) == 5
+        w = model.blocks[0].ffn[0].weight  # read by the table pass (the prefixes' keys and values)
+        with torch.no_grad():
+            w.add_(0.05 * torch.randn_like(w))  # a change the host sees (its version counter)
+        after = shortcut(x)
+        assert (after - first).abs().max() > 1e-4 and len(passes) == 6
+        assert (after - model(x)).abs().max() <= 1e-5 and not shortcut.trouble.any()
+        # one through .data leaves the version counter: the kept pass is used, but the device
+        # notes that the weights differ, and the unit is then trained again plain (UnitRun)
+        w.data.add_(0.05 * torch.randn_like(w))
+        shortcut(x)
+        assert len(passes) == 6 and shortcut.trouble.tolist() == [False, True]
+        model.train()  # training mode (dropout would draw anew): never kept
+        shortcut(x), shortcut(x)
+        assert len(passes) == 8
 
 
-def test_tokens_outside_the_tables_take_the_plain_forward():
+def test_tokens_outside_the_tables_are_noted_on_the_device_without_waiting_for_it():
     """An edit that makes new examples (data augmentation, a new token) cannot be silently
-    misread by the tables: such a batch is computed by the plain forward."""
+    misread by the tables: the batch is noted in shortcut.trouble, which the harness reads once
+    per record, and the unit is trained again from the start with the plain forward
+    (test_harness: test_a_batch_outside_the_tables_makes_the_unit_train_plain_from_the_start)."""
     d, tables = dataset_tables("x_plus_y")
     model = E.Transformer(E.Config(), d["vocab_size"], d["num_classes"])
+    shortcut = FF.Shortcut(model, tables)
+    shortcut(d["train_x"][:64])
+    assert not shortcut.trouble.any()
     x = d["train_x"][:64].clone()
     x[5, 3] = 0                                    # 'o' where '=' always is
-    assert not tables[1].index(x[:, 2:])[1]
-    assert (model.forward_fast(x, tables) - model(x)).abs().max() == 0
+    shortcut(x)
+    assert shortcut.trouble.tolist() == [True, False]
 
 
 def test_a_pre_norm_edit_keeps_the_prefix_sharing_and_drops_only_the_token_tables(monkeypatch):
@@ -205,7 +221,7 @@ def test_a_pre_norm_edit_keeps_the_prefix_sharing_and_drops_only_the_token_table
     monkeypatch.setattr(E.DecoderBlock, "forward", pre_norm)
     warnings = []
     cfg = E.Config(datasets="x_plus_y", compile="false")
-    run = harness.UnitRun(cfg, "x_plus_y", 0, warn=warnings.append)
+    run = unit_run.UnitRun(cfg, "x_plus_y", 0, warn=warnings.append)
     E.build_unit(cfg, "x_plus_y", run)
     assert run.forward["path"] == "prefix" and run.forward["reason"].startswith("fast: logits differs by")
     assert len(warnings) == 1 and "training with the prefix forward" in warnings[0]
@@ -216,22 +232,22 @@ def test_a_candidate_that_raises_falls_back_to_the_next_one():
     def broken(tokens):
         raise RuntimeError("no C++ compiler found")
     warnings = []
-    run = harness.UnitRun(E.Config(), "x_minus_y", 0, warn=warnings.append)
-    chosen = run.choose_forward(model, {"fast, compiled": broken, "fast": model.forward_fast}, model,
-                                x, y, F.cross_entropy)
-    assert chosen == model.forward_fast and run.forward["path"] == "fast"
+    run = unit_run.UnitRun(E.Config(), "x_minus_y", 0, warn=warnings.append)
+    fast = FF.Shortcut(model, (FF.TokenTable(x[:, :2]), FF.TokenTable(x[:, 2:])))
+    chosen = run.choose_forward(model, {"fast, compiled": broken, "fast": fast}, model, x, y, F.cross_entropy)
+    assert chosen is fast and run.forward["path"] == "fast"
     assert warnings == ["x_minus_y_0: training with the fast forward: fast, compiled: the fast "
                         "forward raised RuntimeError: no C++ compiler found"]
 
 
 def test_compile_auto_compiles_only_long_units_where_a_compiler_exists(monkeypatch):
     cpu = torch.device("cpu")
-    assert harness.use_compile("true", 10, cpu) and not harness.use_compile("false", 10**6, cpu)
-    assert not harness.use_compile("auto", harness.COMPILE_MIN_STEPS - 1, cpu)
-    monkeypatch.setattr(harness.shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert harness.use_compile("auto", harness.COMPILE_MIN_STEPS, cpu)
-    monkeypatch.setattr(harness.shutil, "which", lambda name: None)
-    assert not harness.use_compile("auto", 7500, cpu)  # no toolchain: eager
+    assert FF.use_compile("true", 10, cpu) and not FF.use_compile("false", 10**6, cpu)
+    assert not FF.use_compile("auto", FF.COMPILE_MIN_STEPS - 1, cpu)
+    monkeypatch.setattr(FF.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert FF.use_compile("auto", FF.COMPILE_MIN_STEPS, cpu)
+    monkeypatch.setattr(FF.shutil, "which", lambda name: None)
+    assert not FF.use_compile("auto", 7500, cpu)  # no toolchain: eager
 
 
 def in_a_fresh_process(code):
@@ -245,14 +261,14 @@ def test_a_run_that_never_compiles_never_imports_dynamo_and_one_that_does_disabl
     """Importing torch._dynamo costs a process ~2.4 s at its start, scipy.stats ~1.4 s; use_compile
     puts torch.compiler.disable in place of what eager_under_compile marked, before any tracing."""
     in_a_fresh_process("""
-        import sys, torch, experiment as E, harness
+        import sys, torch, experiment as E, harness, fast_forward as FF
         assert "torch._dynamo" not in sys.modules and "scipy.stats" not in sys.modules
-        index, reuse = E.TokenTable.index, harness.reuse
-        assert not harness.use_compile("false", 10, torch.device("cpu")) and E.TokenTable.index is index
-        assert harness.use_compile("true", 10, torch.device("cpu"))
-        assert E.TokenTable.index.__wrapped__ is index and harness.reuse.__wrapped__ is reuse
-        table = E.TokenTable(torch.tensor([[3, 0], [5, 0], [3, 0]]))
-        assert table.index(torch.tensor([[5, 0], [3, 0]]))[0].tolist() == [1, 0]  # still the same answer
+        index, kept = FF.TokenTable.index, FF.table_pass_kept
+        assert not FF.use_compile("false", 10, torch.device("cpu")) and FF.TokenTable.index is index
+        assert FF.use_compile("true", 10, torch.device("cpu"))
+        assert FF.TokenTable.index.__wrapped__ is index and FF.table_pass_kept.__wrapped__ is kept
+        table = FF.TokenTable(torch.tensor([[3, 0], [5, 0], [3, 0]]))
+        assert table.index(torch.tensor([[5, 0], [3, 0]])).tolist() == [1, 0]  # still the same answer
     """)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 import experiment as E
-import harness
+import unit_run
 from helpers import TINY, run_experiment
 
 
@@ -80,7 +80,7 @@ def test_warm_up_scales_every_group(monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     cfg = E.Config(prime=11, dim_model=32, num_heads=2, total_steps=60, eval_every=30,
                    lr_groups="1e-3,2e-3,4e-3", warmup_steps=50)
-    E.train_unit(cfg, "x_plus_y", 0, harness.UnitRun(cfg, "x_plus_y", 0))
+    E.train_unit(cfg, "x_plus_y", 0, unit_run.UnitRun(cfg, "x_plus_y", 0))
     assert seen[0] == [0.0, 0.0, 0.0]                           # update 0, as LambdaLR
     assert seen[10] == pytest.approx([2e-4, 4e-4, 8e-4])        # 10 / 50 of each group's rate
     assert seen[55] == pytest.approx([1e-3, 2e-3, 4e-3])
@@ -158,7 +158,7 @@ def test_train_metrics_are_per_example_means_under_a_batch_schedule(monkeypatch)
     cfg = E.Config(prime=11, dim_model=32, num_heads=2, total_steps=20, eval_every=20,
                    batch_schedule="linear", batch_size_min=8, batch_size=64,
                    fast_forward=False)  # the fast path's self-check computes a loss of its own
-    result = E.train_unit(cfg, "x_plus_y", 0, harness.UnitRun(cfg, "x_plus_y", 0))
+    result = E.train_unit(cfg, "x_plus_y", 0, unit_run.UnitRun(cfg, "x_plus_y", 0))
     expected = sum(l * n for l, n in losses) / sum(n for _, n in losses)
     assert len({n for _, n in losses}) > 5
     assert result["train_info"][0]["train_loss"] == pytest.approx(expected, rel=1e-5)
@@ -215,11 +215,11 @@ def test_weight_norm_and_softmax_collapse():
     x = torch.tensor([[2, 0, 3, 1], [4, 0, 5, 1]])
     y = torch.tensor([0, 1])
     norm = math.sqrt(sum((p.double() ** 2).sum().item() for p in model.parameters()))
-    stats = E.evaluate(E.Unit({}, model, None, model.forward_fast), x, y, 1024)
+    stats = E.evaluate(E.Unit({}, model, None, model), x, y, 1024)
     assert stats["weight_norm"] == pytest.approx(norm, rel=1e-5) and stats["softmax_collapse"] == 0.0
     with torch.no_grad():
         model.head.bias[0] = 1e4  # every softmax saturates to exactly 1.0 in float32
-    stats = E.evaluate(E.Unit({}, model, None, model.forward_fast), x, y, 1024)
+    stats = E.evaluate(E.Unit({}, model, None, model), x, y, 1024)
     assert stats["softmax_collapse"] == 1.0 and stats["val_accuracy"] == 0.5
 
 

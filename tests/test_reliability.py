@@ -215,8 +215,11 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 import harness, experiment as E
+import notes
+import outputs
+import unit_run
 target = sys.argv[1]
-real_write, real_record = harness.write_atomic, harness.UnitRun.record
+real_write, real_record = outputs.write_atomic, unit_run.UnitRun.record
 
 def write_atomic(path, write):
     if Path(path).name == target:  # leave a half-written temporary file, then die
@@ -231,7 +234,9 @@ def record(self, train_row, val_row):
         os.kill(os.getpid(), signal.SIGKILL)
     return real_record(self, train_row, val_row)
 
-harness.write_atomic, harness.UnitRun.record = write_atomic, record
+for module in (outputs, notes, harness):  # each module that writes files atomically
+    module.write_atomic = write_atomic
+unit_run.UnitRun.record = record
 harness.main(E.Config, E.train_unit, sys.argv[2:])
 """
 

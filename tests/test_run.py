@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import harness
+import notes
+import options
 
 from helpers import EXPERIMENT, TINY, run_experiment
 
@@ -151,7 +153,7 @@ def test_help_lists_every_field_with_default(capsys):
         harness.main(E.Config, E.train_unit, ["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for f in dataclasses.fields(E.Config) + dataclasses.fields(harness.RunOptions):
+    for f in dataclasses.fields(E.Config) + dataclasses.fields(options.RunOptions):
         assert f"--{f.name}" in out
     assert "default: 7500" in out and "default: 0.001" in out
 
@@ -286,8 +288,8 @@ def test_a_small_problem_really_learns(tmp_path):
 def test_notes_created_by_a_later_run_include_run_0(tmp_path):
     (tmp_path / "run_0").mkdir()
     (tmp_path / "run_0" / "final_info.json").write_text(json.dumps({"x_plus_y": {"means": {"m": 1.0}}}))
-    harness.update_notes(str(tmp_path / "run_3"), "Grokfast EMA. Faster.", {"x_plus_y": {"means": {"m": 2.0}}})
+    notes.update_notes(str(tmp_path / "run_3"), "Grokfast EMA. Faster.", {"x_plus_y": {"means": {"m": 2.0}}})
     assert (tmp_path / "notes.txt").read_text() == (
-        harness.NOTES_HEADER + "## Run 0: Baseline\nResults: {'x_plus_y': {'m': 1.0}}\n"
+        notes.NOTES_HEADER + "## Run 0: Baseline\nResults: {'x_plus_y': {'m': 1.0}}\n"
         "Description: Baseline results.\n\n## Run 3: Grokfast EMA\nResults: {'x_plus_y': {'m': 2.0}}\n"
         "Description: Grokfast EMA. Faster.\n")

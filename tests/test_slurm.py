@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import experiment
-import harness
+import options
+import outputs
 import launch_slurm
 
 from helpers import EXPERIMENT, ROOT, TINY, run_experiment
@@ -58,7 +59,7 @@ def test_extra_sbatch_flags():
     assert launch_slurm.parse_extra("") == {}
     assert launch_slurm.parse_extra("account=lab, qos=low,mail-type=BEGIN,END") == {
         "account": "lab", "qos": "low", "mail-type": "BEGIN,END"}
-    with pytest.raises(harness.ConfigError, match="'=x' is not KEY=VALUE"):
+    with pytest.raises(options.ConfigError, match="'=x' is not KEY=VALUE"):
         launch_slurm.parse_extra("=x")
 
 
@@ -66,14 +67,14 @@ def test_array_task_writes_the_unit_a_local_run_writes(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     args = [*TINY, "--datasets=x_plus_y", "--num_seeds=1"]
     run_experiment(tmp_path, "--out_dir=local", *args)
-    opts, cfg = harness.parse(experiment.Config, [*args, f"--out_dir={tmp_path / 'task'}"])
+    opts, cfg = options.parse(experiment.Config, [*args, f"--out_dir={tmp_path / 'task'}"])
     (tmp_path / "task" / "units").mkdir(parents=True)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # what the array's sbatch script exports
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit" / "%j")
     task = launch_slurm.ArrayTask(str(EXPERIMENT), "train_unit", "Config")
     job = executor.submit(task, opts, dataclasses.asdict(cfg), [("x_plus_y", 0)])
     job.result()  # in a fresh process: unpickled, experiment.py imported by path
-    mine = json.loads(harness.unit_path(opts.out_dir, "x_plus_y", 0).read_text())
+    mine = json.loads(outputs.unit_path(opts.out_dir, "x_plus_y", 0).read_text())
     local = json.loads((tmp_path / "local" / "units" / "x_plus_y_0.json").read_text())
     for key in ("final_info", "train_info", "val_info", "code", "seed"):
         assert mine[key] == local[key]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import experiment
-import harness
+import options
+import outputs
 import sweep
 
 from helpers import PLOT, ROOT, TINY
@@ -67,7 +68,7 @@ def test_grid_is_the_product_last_knob_fastest(tmp_path):
     (["--grid=weight_decay=0.1,1", "--resume"], "a sweep resumes by itself"),
 ])
 def test_bad_sweep_is_refused_before_anything_is_written(tmp_path, args, message):
-    with pytest.raises(harness.ConfigError) as refused:
+    with pytest.raises(options.ConfigError) as refused:
         plan(tmp_path / "s", *args, *TINY)
     assert message in str(refused.value)
     assert not (tmp_path / "s").exists()
@@ -131,7 +132,7 @@ def test_another_sweep_in_the_same_folder_is_refused(swept):
     same = ["--grid=train_frac=0.4,0.6", "--grid=weight_decay=0.5", *TINY, "--datasets=x_plus_y"]
     plan(out, *same, "--num_seeds=2")  # the same sweep: accepted
     for other in (["--grid=train_frac=0.4,0.5", *same[1:], "--num_seeds=2"], [*same, "--num_seeds=3"]):
-        with pytest.raises(harness.ConfigError, match="holds another sweep"):
+        with pytest.raises(options.ConfigError, match="holds another sweep"):
             plan(out, *other)
 
 
@@ -150,7 +151,7 @@ def test_phase_diagram_one_knob_lines_and_cells(swept, tmp_path):
     manifest["grid"].pop("weight_decay")
     for point in manifest["points"]:
         point["overrides"].pop("weight_decay")
-    harness.write_json(copy / "sweep.json", manifest)
+    outputs.write_json(copy / "sweep.json", manifest)
     assert sweep.plot_sweep(copy) == [copy / "phase_x_plus_y.png"]
     cell = sweep.point_cells(copy / "run_1")["x_plus_y"]
     finals = json.loads((copy / "run_1" / "final_info.json").read_text())["x_plus_y"]["final_info_dict"]
