@@ -47,10 +47,25 @@ Two runs are compared seed by seed (`compare_to_baseline`) at ALPHA = 0.05, two-
 grok by the log-rank test (chi-square approximation; direction from scipy's signed statistic,
 positive when the run has more crossings than expected under no difference, i.e. groks earlier);
 the fraction that grokked by Fisher's exact test; `final_val_acc_tail` by the Mann-Whitney U test
-(exact without ties), diverged units excluded. Effects are run - baseline: difference of KM
-medians, of grokked fractions, of median tail accuracies. A p-value >= ALPHA reads "no detectable
+(exact without ties), diverged units excluded. A p-value >= ALPHA reads "no detectable
 difference with N vs M seeds", never "no difference". A test with fewer than 2 seeds on a side, or
 with nothing to compare, gives p None and says why.
+
+Each verdict carries an effect size, run - baseline, with an interval (docs/campaigns.md works
+examples), computed when each side has >= 2 seeds:
+- steps (`km_median_difference`): KM median of the run - KM median of the baseline, with a
+  percentile bootstrap interval: BOOTSTRAP_RESAMPLES times, resample each arm's units with
+  replacement (numpy default_rng(BOOTSTRAP_SEED)) and take the difference of the resamples'
+  `km_median`s; a median not reached counts as +inf (it lies beyond the resample's follow-up), so
+  the interval is open on that side rather than ending at a made-up number. Nominal 1 - ALPHA; with
+  3 seeds a side the bootstrap sees at most 10 distinct resamples of an arm, so read it as rough.
+- grokked (`newcombe_difference`): difference of grokked fractions with Newcombe's hybrid score
+  interval (method 10 of Newcombe 1998, Stat Med 17:873), built from the two Wilson intervals.
+- final (`hodges_lehmann_shift`): the Hodges-Lehmann shift of final_val_acc_tail (median of the
+  n_run * n_base pairwise differences) with its distribution-free interval from the Mann-Whitney
+  null distribution: the k-th smallest and k-th largest differences, k the largest with
+  2 P(U <= k - 1) <= ALPHA, confidence 1 - 2 P(U <= k - 1) exactly (no ties). 3 vs 3 seeds cannot
+  reach 95%: the widest interval (k = 1, the range of the differences) has 90%, which is reported.
 
 Power (`detectable_difference`, `seeds_needed`): with sd the sample sd of a baseline's observed
 steps to grok, a two-sided two-sample test at ALPHA with power 0.8 and n seeds per arm detects a
@@ -78,6 +93,8 @@ HELD_FRACTION = 0.8
 ALPHA = 0.05
 SPIKE_FACTOR = 10.0
 SPIKE_WINDOW = 10
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
 
 
 def _finite(values):
@@ -163,14 +180,20 @@ def _censored(times_observed):
 
 def km_median(times_observed):
     """Kaplan-Meier median of (time, observed) pairs: the smallest time with S(t) <= 0.5 (an int
-    when integral), None if S never reaches 0.5 (or no pairs)."""
-    if not times_observed:
-        return None
-    sf = _stats().ecdf(_censored(times_observed)).sf
-    below = sf.quantiles[sf.probabilities <= 0.5]
-    if not below.size:
-        return None
-    return int(below[0]) if float(below[0]).is_integer() else float(below[0])
+    when integral), None if S never reaches 0.5 (or no pairs). S is scipy.stats.ecdf's survival
+    function, computed here with its arithmetic (S *= (n - d) / n at each distinct time, n at risk,
+    d crossings; tests check equality) because the bootstrap calls this thousands of times."""
+    pairs = sorted((t, bool(o)) for t, o in times_observed)
+    at_risk, survival, i = len(pairs), 1.0, 0
+    while i < len(pairs):
+        time, deaths, j = pairs[i][0], 0, i
+        while j < len(pairs) and pairs[j][0] == time:
+            deaths, j = deaths + pairs[j][1], j + 1
+        survival *= (at_risk - deaths) / at_risk
+        if survival <= 0.5:
+            return int(time) if float(time).is_integer() else float(time)
+        at_risk, i = at_risk - (j - i), j
+    return None
 
 
 def grok_steps_summary(times_observed):
@@ -247,23 +270,207 @@ def _final_test(run, base):
     return res.pvalue, effect, f"{verdict}{note}, {format_p(res.pvalue)}"
 
 
+# ---------------------------------------------------------------------------------------------
+# EFFECT SIZES with intervals, run - baseline (module docstring; docs/campaigns.md)
+# ---------------------------------------------------------------------------------------------
+def km_median_difference(run_pairs, base_pairs, alpha=ALPHA, resamples=BOOTSTRAP_RESAMPLES,
+                         seed=BOOTSTRAP_SEED):
+    """KM median steps to grok, run - baseline, of (time, observed) pairs, with a percentile
+    bootstrap interval. Returns {"estimate", "low", "high", "level", "method", "not_reached"}:
+    estimate = km_median(run) - km_median(base), None when either is not reached. Interval: with
+    rng = numpy.random.default_rng(seed), draw a (resamples, n_run) array of run indices, then a
+    (resamples, n_base) array of baseline indices (uniform, with replacement); each row pair gives
+    d = km_median(run resample) - km_median(base resample), a median not reached counting as +inf
+    (so d = +inf, -inf, or undefined when neither is reached). low is the k-th smallest d and high
+    the k-th largest, k = max(1, floor(resamples * alpha / 2)), an undefined d counting as -inf for
+    low and +inf for high; an infinite bound means the interval is open on that side. level is
+    the nominal 1 - alpha; not_reached the fraction of resamples where some median was not
+    reached. low = high = level = None with fewer than 2 units a side."""
+    run_pairs, base_pairs = list(run_pairs), list(base_pairs)
+    mr, mb = km_median(run_pairs), km_median(base_pairs)
+    out = {"estimate": None if mr is None or mb is None else mr - mb, "low": None, "high": None,
+           "level": None, "not_reached": None,
+           "method": f"percentile bootstrap, {resamples} resamples of the seeds, seed {seed}"}
+    if min(len(run_pairs), len(base_pairs)) < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    arms = []
+    for pairs in (run_pairs, base_pairs):
+        rows = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
+        medians = [km_median([pairs[i] for i in row]) for row in rows]
+        arms.append(np.array([math.inf if m is None else m for m in medians], dtype=float))
+    with np.errstate(invalid="ignore"):  # inf - inf: neither median reached, sign unknown
+        d = arms[0] - arms[1]
+    k = max(1, math.floor(resamples * alpha / 2))
+    out.update(low=float(np.sort(np.where(np.isnan(d), -math.inf, d))[k - 1]),
+               high=float(np.sort(np.where(np.isnan(d), math.inf, d))[resamples - k]),
+               level=1 - alpha, not_reached=float(np.mean(~np.isfinite(d))))
+    return out
+
+
+def newcombe_difference(k_run, n_run, k_base, n_base, alpha=ALPHA):
+    """Difference of proportions k_run/n_run - k_base/n_base with Newcombe's hybrid score interval
+    (method 10 of Newcombe 1998): with (l, u) each proportion's Wilson score interval at 1 - alpha
+    (no continuity correction), low = d - sqrt((p_run - l_run)^2 + (u_base - p_base)^2) and high =
+    d + sqrt((u_run - p_run)^2 + (p_base - l_base)^2). Returns {"estimate", "low", "high", "level"
+    (nominal 1 - alpha), "method"}; all None but "method" if a side has no seeds."""
+    out = {"estimate": None, "low": None, "high": None, "level": None,
+           "method": "Newcombe hybrid score (Wilson) interval"}
+    if not n_run or not n_base:
+        return out
+    (pr, lr, ur), (pb, lb, ub) = [_wilson(k, n, alpha) for k, n in ((k_run, n_run), (k_base, n_base))]
+    d = pr - pb
+    out.update(estimate=d, low=d - math.hypot(pr - lr, ub - pb), high=d + math.hypot(ur - pr, pb - lb),
+               level=1 - alpha)
+    return out
+
+
+def _wilson(k, n, alpha):
+    ci = _stats().binomtest(int(k), int(n)).proportion_ci(1 - alpha, method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
+def mann_whitney_null_cdf(m, n):
+    """P(U <= u) for u = 0 .. m*n, U the number of pairs (x, y) with x > y among m x's and n y's
+    when every ordering of the m + n (distinct) values is equally likely. Recursion on the largest
+    value: an x with probability m / (m + n), beating all n y's (U = n + U(m - 1, n)), else a y
+    (U = U(m, n - 1))."""
+    previous = [np.ones(1) for _ in range(n + 1)]  # m = 0: U = 0 whatever n
+    for i in range(1, m + 1):
+        current = [np.ones(1)]  # n = 0: U = 0
+        for j in range(1, n + 1):
+            pmf = np.zeros(i * j + 1)
+            pmf[j:] += i / (i + j) * previous[j]
+            pmf[:i * (j - 1) + 1] += j / (i + j) * current[j - 1]
+            current.append(pmf)
+        previous = current
+    return np.cumsum(previous[n])
+
+
+def hodges_lehmann_shift(run_values, base_values, alpha=ALPHA):
+    """Hodges-Lehmann shift, run - baseline, with its distribution-free interval. estimate: the
+    median of the m * n differences r - b (m run values, n baseline values). With D_(1) <= ... <=
+    D_(mn) those differences sorted and P the Mann-Whitney null distribution of (m, n)
+    (`mann_whitney_null_cdf`), k is the largest integer >= 1 with 2 P(U <= k - 1) <= alpha, or 1
+    when even k = 1 misses; the interval is [D_(k), D_(mn + 1 - k)] and its confidence level is
+    exactly 1 - 2 P(U <= k - 1) for continuous values (ties make it approximate). "attained" is
+    False when that level is below 1 - alpha (3 vs 3: 1 - 2/20 = 90% at most). Returns
+    {"estimate", "low", "high", "level", "attained", "method"}; all None but "method" with fewer
+    than 2 values a side."""
+    r, b = list(run_values), list(base_values)
+    out = {"estimate": None, "low": None, "high": None, "level": None, "attained": None,
+           "method": "Hodges-Lehmann shift, Mann-Whitney order-statistic interval"}
+    if min(len(r), len(b)) < 2:
+        return out
+    d = np.sort(np.subtract.outer(np.asarray(r, float), np.asarray(b, float)).ravel())
+    cdf = mann_whitney_null_cdf(len(r), len(b))
+    k = max(1, int(np.sum(2 * cdf[:len(d) // 2] <= alpha + 1e-12)))  # cdf rises: a prefix passes
+    level = 1 - 2 * float(cdf[k - 1])
+    out.update(estimate=float(np.median(d)), low=float(d[k - 1]), high=float(d[len(d) - k]),
+               level=level, attained=level >= 1 - alpha - 1e-12)
+    return out
+
+
+def _steps_effect(run, base):
+    pairs = [[(u["time"], u["observed"]) for u in units] for units in (run, base)]
+    found = km_median_difference(*pairs)
+    missing = [name for name, p in zip(("the run", "the baseline"), pairs) if km_median(p) is None]
+    found["undefined"] = ("median not reached in " + " or ".join(missing)) if missing else None
+    return found
+
+
+def _grokked_effect(run, base):
+    return newcombe_difference(sum(u["grokked"] for u in run), len(run),
+                               sum(u["grokked"] for u in base), len(base))
+
+
+def _final_effect(run, base):
+    r, b = [[u["final_val_acc_tail"] for u in units if u["final_val_acc_tail"] is not None]
+            for units in (run, base)]
+    found = hodges_lehmann_shift(r, b)
+    if found["attained"] is False:
+        found["note"] = f"the most {len(r)} vs {len(b)} seeds allow"
+    return found
+
+
 _TESTS = {"steps": ("log-rank", _steps_test), "grokked": ("Fisher exact", _grokked_test),
-         "final": ("Mann-Whitney U", _final_test)}
+          "final": ("Mann-Whitney U", _final_test)}
+_EFFECTS = {"steps": ("KM median diff", 0, _steps_effect), "grokked": ("grokked fraction diff", 2, _grokked_effect),
+            "final": ("HL shift", 3, _final_effect)}
+
+
+def _bound(value):
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _effect_entry(key, found):
+    """The effect keys of a measure's verdict: "estimate", "ci" ([low, high], None at an open end;
+    None when there is no interval, or when both ends are infinite on one side), "ci_level",
+    "ci_method", "ci_note" (why the estimate is undefined or the level missed), "effect_text"."""
+    low, high = found["low"], found["high"]
+    ci = None
+    if found["level"] is not None and not (low == high and math.isinf(low)):
+        ci = [_bound(low), _bound(high)]
+    entry = {"estimate": found["estimate"], "ci": ci, "ci_level": found["level"] if ci else None,
+             "ci_method": found["method"], "ci_note": found.get("undefined") or found.get("note")}
+    entry["effect_text"] = format_effect(key, entry)
+    return entry
+
+
+def _signed(value, digits):
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text  # "0", not "+0" or "-0"
+
+
+def below_nominal(level):
+    """True when an interval's confidence level is under 1 - ALPHA (so a "95% CI" it is not)."""
+    return level is not None and level < 1 - ALPHA - 1e-9
+
+
+def format_level(level):
+    """0.95 -> "95%", 0.9683 -> "96.8%"."""
+    return f"{100 * level:.3g}%"
+
+
+def format_effect(key, entry, compact=False):
+    """A measure's effect and interval (key: "steps", "grokked" or "final"). Long, for notes and
+    verdicts: "KM median diff -340, 95% CI [-910, +120]", an open end written "unbounded", the
+    confidence level always given, then any ci_note in parentheses. compact, for tables and
+    figures under a "95% CI" heading: "-340 [-910, +120]", an open end written ∞, the level added
+    only when it is below 1 - ALPHA ("+0.004 [-0.010, +0.020] 90%"; a Hodges-Lehmann interval
+    above it, such as 96.8% with 5 vs 5 seeds, is a conservative 95% one); "undefined" for no
+    estimate."""
+    name, digits, _ = _EFFECTS[key]
+    estimate, ci, level = entry["estimate"], entry["ci"], entry["ci_level"]
+    open_low, open_high = ("(-∞", "∞)") if compact else ("(unbounded", "unbounded)")
+    interval = "" if ci is None else (
+        f"{open_low if ci[0] is None else '[' + _signed(ci[0], digits)}, "
+        f"{open_high if ci[1] is None else _signed(ci[1], digits) + ']'}")
+    value = "undefined" if estimate is None else _signed(estimate, digits)
+    if compact:
+        flag = f" {format_level(level)}" if ci is not None and below_nominal(level) else ""
+        return value + (f" {interval}{flag}" if interval else "")
+    text = f"{name} {value}" + (f", {format_level(level)} CI {interval}" if interval else "")
+    return text + (f" ({entry['ci_note']})" if entry["ci_note"] else "")
 
 
 def compare_to_baseline(base_units, run_units, base_name="run_0"):
     """Compare a run's units with the baseline's for one dataset. Units are dicts with "time",
     "observed" (from `grok_time`), "grokked" and "final_val_acc_tail". Returns {"steps", "grokked",
     "final"}, each {"test", "p" (None if not testable), "effect" (run - base: KM medians, grokked
-    fractions, median tail accuracies; None if undefined), "verdict"}, and "text": the verdicts on
-    one line."""
+    fractions, median tail accuracies; None if undefined), "verdict"} and the effect size with its
+    interval (`_effect_entry`: "estimate" = "effect" but for "final", where it is the
+    Hodges-Lehmann shift; "ci", "ci_level", "ci_method", "ci_note", "effect_text"), and "text": the
+    verdicts on one line, each testable one followed by its effect_text."""
     base, run = list(base_units), list(run_units)
     out = {}
     for key, (name, test) in _TESTS.items():
         p, effect, verdict = test(run, base)
         out[key] = {"test": name, "p": None if p is None else float(p), "effect": effect,
-                    "verdict": verdict}
-    out["text"] = f"vs {base_name}: " + "; ".join(out[key]["verdict"] for key in _TESTS)
+                    "verdict": verdict, **_effect_entry(key, _EFFECTS[key][2](run, base))}
+    out["text"] = f"vs {base_name}: " + "; ".join(
+        out[key]["verdict"] + ("" if out[key]["p"] is None else f", {out[key]['effect_text']}")
+        for key in _TESTS)
     return out
 
 

@@ -8,13 +8,14 @@ Per dataset: train_loss_{d}, val_loss_{d}, train_acc_{d}, val_acc_{d} (+ weight_
 softmax_collapse_{d} when val_info records them, with the last layer's weight norm (the slingshot
 signal) in a panel under the weight norm, and any other numeric key): one line per run = mean over seeds, band = +-1 standard error (grokstats.standard_error per
 step), a diamond at the run's mean step to 99% val accuracy when every seed reached it.
-summary_plot: final val accuracy and steps to 99% per run and dataset. results.md / results.tex:
-the same numbers as tables (\\input{results.tex} in a paper). Runs with Fourier progress measures
-(experiment.py --progress_every) also get, per dataset, for their first seed that has them:
-fourier_norms_{d}_{run} (the embedding's and the logits' norm per frequency over training, heat
-strips) and
-progress_measures_{d}_{run} (restricted and excluded loss beside train and test loss, as in
-Nanda et al. 2023's Figure 7).
+summary_plot: final val accuracy and steps to 99% per run and dataset, and below them each run's
+effect against run_0 on both, with its interval and p-value. results.md / results.tex: the same
+numbers as tables (\\input{results.tex} in a paper), with the log-rank verdict on the steps and the
+difference of KM medians with its interval; results.md also lists every verdict against run_0 in
+full. Runs with Fourier progress measures (experiment.py --progress_every) also get, per dataset,
+for their first seed that has them: fourier_norms_{d}_{run} (the embedding's and the logits' norm
+per frequency over training, heat strips) and progress_measures_{d}_{run} (restricted and excluded
+loss beside train and test loss, as in Nanda et al. 2023's Figure 7).
 
 Fill `labels` below to choose the runs (in its order) and their legend labels; empty = every run,
 labelled from notes.txt's "## Run N: Title" headings.
@@ -471,29 +472,80 @@ def plot_progress_measures(run, dataset, out, ext):
     return paths
 
 
+EFFECT_ROWS = (("final", "Δ val. acc. vs run_0\n(Hodges-Lehmann)"),
+               ("steps", "Δ updates to 99% vs run_0\n(KM median)"))
+
+
 def plot_summary(runs, datasets, path, baseline=None):
     """Per dataset (columns): val accuracy over the last 10% of records (top, mean +- SE over the
-    seeds that did not diverge) and steps to 99% (bottom: the Kaplan-Meier median as a bar, each
+    seeds that did not diverge) and steps to 99% (second: the Kaplan-Meier median as a bar, each
     seed that reached it as a dot, k/n above; "not reached" when the median is not). A "*" marks a
-    difference from run_0 at p < 0.05 (Mann-Whitney on the accuracy, log-rank on the steps)."""
+    difference from run_0 at p < 0.05 (Mann-Whitney on the accuracy, log-rank on the steps). With
+    run_0 and another run: two more rows, each run's effect against run_0 on those two measures
+    with its interval and p-value (`summary_effect`)."""
+    effects = baseline is not None and any(r is not baseline for r in runs)
+    rows = 2 + (len(EFFECT_ROWS) if effects else 0)
     with rc_context(RC):  # ~2.3 in a column: four datasets still fit a page width at >= 7 pt
-        fig = Figure(figsize=(max(FIGSIZE[0], 0.8 + 2.3 * len(datasets)), 5.4))
-        axes = fig.subplots(2, len(datasets), squeeze=False)
+        fig = Figure(figsize=(max(FIGSIZE[0], 0.8 + 2.3 * len(datasets)), 2.7 * rows))
+        axes = fig.subplots(rows, len(datasets), squeeze=False)
         for col, dataset in enumerate(datasets):
             present = [r for r in runs if dataset in r.datasets]
             summary_accuracy(axes[0, col], present, dataset, baseline)
             summary_steps(axes[1, col], present, dataset, baseline)
+            for row, (key, _) in enumerate(EFFECT_ROWS[:rows - 2], start=2):
+                summary_effect(axes[row, col], present, dataset, baseline, key)
             axes[0, col].set_title(dataset)
         axes[0, 0].set_ylabel("Val. acc.\n(last 10% of records)")
         axes[1, 0].set_ylabel("Updates to 99% val. acc.\n(KM median)")
+        for row, (_, label) in enumerate(EFFECT_ROWS[:rows - 2], start=2):
+            axes[row, 0].set_ylabel(label)
         fig.tight_layout()
         handles = [Patch(color=run_style(r)[0], label=r.label) for r in runs]
-        if baseline is not None and len(runs) > 1:
+        if effects:
             handles.append(Line2D([], [], ls="none", marker="$*$", color="k", ms=9,
                                   label="differs from run_0, p < 0.05"))
+            handles.append(Line2D([], [], color="k", lw=2.5, marker="o", ms=5,
+                                  label="effect, 95% CI unless marked lower (arrow: open-ended)"))
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
                    ncol=legend_columns([h.get_label() for h in handles], fig.get_figwidth(), len(handles)))
         save(fig, path)
+
+
+def summary_effect(ax, runs, dataset, baseline, key):
+    """Each run but run_0: its effect against run_0 on one measure of grokstats.compare_to_baseline
+    (estimate as a dot, interval as a bar in the run's colour, an open end as an arrow to the
+    data's edge), its p-value written above (with the interval's level when it is below 95%);
+    "not testable" and nothing drawn when the test was not possible."""
+    entries = {x: found[key] for x, found in
+               ((x, verdict(run, dataset, baseline)) for x, run in enumerate(runs)) if found}
+    tested = {x: e for x, e in entries.items() if e["p"] is not None}
+    values = [v for e in tested.values() for v in [e["estimate"], *(e["ci"] or [])] if v is not None]
+    low, high = min(values + [0.0]), max(values + [0.0])
+    pad = 0.08 * (high - low or 1.0)
+    bottom, top = low - pad, high + pad
+    ax.axhline(0, color="k", lw=0.8, alpha=0.6)
+    for x, entry in tested.items():
+        color, ci = run_style(runs[x])[0], entry["ci"]
+        if ci:
+            ax.plot([x, x], [bottom if ci[0] is None else ci[0], top if ci[1] is None else ci[1]],
+                    color=color, lw=2.5, solid_capstyle="butt")
+            for end, marker, is_open in ((bottom, "v", ci[0] is None), (top, "^", ci[1] is None)):
+                if is_open:
+                    ax.plot(x, end, marker=marker, color=color, ms=7)
+        if entry["estimate"] is not None:
+            ax.plot(x, entry["estimate"], "o", color="k", ms=5, zorder=4)
+    for x, entry in entries.items():
+        label = "not testable" if entry["p"] is None else grokstats.format_p(entry["p"])
+        if entry["p"] is not None and entry["ci"] and grokstats.below_nominal(entry["ci_level"]):
+            label += f"\n{grokstats.format_level(entry['ci_level'])} CI"
+        ax.text(x, 0.97, label, transform=ax.get_xaxis_transform(), rotation=90, ha="center",
+                va="top", fontsize=8)
+    for x, run in enumerate(runs):
+        if run is baseline:
+            ax.text(x, 0.5, "baseline", transform=ax.get_xaxis_transform(), rotation=90,
+                    ha="center", va="center", fontsize=9, color="0.4")
+    summary_axis(ax, runs)
+    ax.set_ylim(bottom, bottom + (top - bottom) / 0.6)  # the top 40% holds the p-values
 
 
 def summary_axis(ax, runs):
@@ -599,21 +651,33 @@ def verdict_cell(found):
     return f"{'earlier' if 'earlier' in test['verdict'] else 'later'}, {grokstats.format_p(test['p'])}"
 
 
+def effect_cell(found):
+    """The difference in KM median steps to 99%, run - run_0, with its bootstrap interval:
+    "-340 [-910, +120]", an open end ∞; "-" for run_0 or when not testable."""
+    if not found or found["steps"]["p"] is None:
+        return "-"
+    return grokstats.format_effect("steps", found["steps"], compact=True)
+
+
 COLUMNS = ("Final train acc.", "Final val. acc.", "Val. acc. (last 10%)", "Final val. loss",
-           "Steps to 99% (KM median)", "Grokked (k/n)", "Diverged (k/n)", "Steps vs run_0")
+           "Steps to 99% (KM median)", "Grokked (k/n)", "Diverged (k/n)", "Steps vs run_0",
+           "Δ steps [95% CI]")
 TABLE_NOTE = ("Mean ± standard error over the seeds that did not diverge (sample std, ddof=1, / "
               "sqrt(n)). Val. acc. (last 10%): mean over the last 10% of records, robust to a loss "
               "spike at the last one. Steps to 99%: the Kaplan-Meier median of the first update with "
               "val. accuracy > 0.99, seeds that never reached it censored at the horizon; \"not "
               "reached\" when fewer than half did. Steps vs run_0: log-rank test, p < 0.05 needed "
-              "to call a difference.")
+              "to call a difference. Δ steps: KM median of the run - KM median of run_0 with a "
+              "percentile bootstrap interval over seeds; ∞: open-ended, a resample's median was not "
+              "reached; \"undefined\": a median was not reached. Below each table: every verdict "
+              "with its effect and interval (docs/campaigns.md defines them).")
 
 
 def cells(row):
     _, _, values, grok, found = row
     return [fmt(*values["final_train_acc"], 3), fmt(*values["final_val_acc"], 3), fmt(*values["tail"], 3),
             fmt(*values["final_val_loss"]), step_cell(grok), f"{grok['k']}/{grok['n']}",
-            f"{grok['diverged']}/{grok['n']}", verdict_cell(found)]
+            f"{grok['diverged']}/{grok['n']}", verdict_cell(found), effect_cell(found)]
 
 
 def markdown_table(rows):
@@ -632,7 +696,8 @@ def markdown_table(rows):
 def tex_escape(text):
     specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "<": r"$<$", ">": r"$>$", "|": r"$|$"}  # OT1 text fonts lack < > |
+                "<": r"$<$", ">": r"$>$", "|": r"$|$",  # OT1 text fonts lack < > |
+                "∞": r"$\infty$", "Δ": r"$\Delta$", "−": "-"}
     return "".join(specials.get(c, c) for c in text)
 
 
@@ -644,13 +709,22 @@ def tex_cell(text):
                   lambda m: f"$\\times10^{{{'-' if m[1] == '-' else ''}{m[2]}}}$", text)
 
 
-TEX_COLUMNS = ("Val. acc.", "Val. loss", "Steps to 99\\%", "$k/n$", "Div.", "vs run\\_0")
+def tex_stack(*lines):
+    """Lines stacked in one cell as wide as the widest (a nested tabular: no package needed)."""
+    return "\\begin{tabular}[t]{@{}c@{}}" + " \\\\ ".join(lines) + "\\end{tabular}"
+
+
+TEX_COLUMNS = ("Val. acc.", "Val. loss", "Steps to 99\\%", "$k/n$", "Div.",
+               tex_stack("vs run\\_0", "$\\Delta$ [95\\% CI]"))
 TEX_CAPTION = ("Validation accuracy (mean over the last 10\\% of records) and final validation loss: "
                "mean $\\pm$ standard error over the seeds that did not diverge ($s/\\sqrt{n}$, $s$ the "
                "sample standard deviation). Steps to 99\\%: Kaplan-Meier median of the first update "
                "with validation accuracy $>0.99$ (seeds that never reached it censored at the horizon); "
                "$k/n$ seeds reached it; Div.: seeds whose loss became non-finite; vs run\\_0: log-rank "
-               "test against the baseline (n.s.: $p \\geq 0.05$).")
+               "test against the baseline (n.s.: $p \\geq 0.05$), and under it $\\Delta$: the run's "
+               "Kaplan-Meier median minus the baseline's, with a 95\\% percentile bootstrap interval over "
+               "seeds ($\\infty$: open-ended, a resampled median was not reached; undefined: a median "
+               "was not reached).")
 
 
 def tex_cells(row):
@@ -674,6 +748,8 @@ def latex_table(rows):
         lines += ["\\hline", heading + end]
         for row in (r for r in rows if r[0] == dataset):
             values = ["\\raggedright " + tex_cell(row[1])] + [tex_cell(c) for c in tex_cells(row)]
+            if row[4]:  # the effect under the verdict: a column of its own overfills the page
+                values[-1] = tex_stack(values[-1], tex_cell(effect_cell(row[4])))
             lines.append(" & ".join(values) + end)
     lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"

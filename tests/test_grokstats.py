@@ -1,6 +1,7 @@
 """grokstats.py as a specification: per-unit statistics on synthetic curves with known answers,
-censoring-aware steps to grok, the three seed-honest tests against hand-worked values, and the
-committed baseline run_0. No torch: these take well under a second."""
+censoring-aware steps to grok, the three seed-honest tests and their effect sizes with intervals
+against hand-worked and published values, and the committed baseline run_0. No torch: these take
+well under a second."""
 
 import math
 
@@ -117,6 +118,21 @@ def test_km_median_hand_worked():
     assert s == {"n": 3, "k": 1, "median": None, "text": "1/3 grokked, median not reached"}
 
 
+def test_km_median_is_scipy_ecdf_median_exactly():
+    """km_median repeats scipy.stats.ecdf's arithmetic (fast enough for the bootstrap): the same
+    answer on random samples full of tied times, censored and not, integral and not."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n = int(rng.integers(1, 9))
+        times = rng.integers(1, 6, n) * 10 + (rng.random(n) < 0.2) * 0.5
+        observed = rng.random(n) < rng.random()
+        pairs = [(int(t) if float(t).is_integer() else float(t), bool(o)) for t, o in zip(times, observed)]
+        sf = stats.ecdf(stats.CensoredData(uncensored=[t for t, o in pairs if o],
+                                           right=[t for t, o in pairs if not o])).sf
+        below = sf.quantiles[sf.probabilities <= 0.5]
+        assert g.km_median(pairs) == (float(below[0]) if below.size else None), pairs
+
+
 def test_all_censored_median_not_reached():
     s = g.grok_steps_summary([(7500, False)] * 3)
     assert s == {"n": 3, "k": 0, "median": None, "text": "0/3 grokked, median not reached"}
@@ -203,13 +219,135 @@ def test_untestable_cases_say_why():
     assert c["final"]["verdict"] == "final val acc not testable: all values identical"
 
 
-def test_text_joins_the_three_verdicts():
+def test_text_joins_the_three_verdicts_each_with_its_effect():
     base = seeds([2000, 3000, 4000], tails=[0.98, 0.99, 0.97])
     run = seeds([2500, 3500, 3900], tails=[0.99, 0.96, 0.985])
     c = g.compare_to_baseline(base, run, base_name="run_3")
-    assert c["text"] == (f"vs run_3: {c['steps']['verdict']}; {c['grokked']['verdict']}; "
-                         f"{c['final']['verdict']}")
+    assert c["text"] == (f"vs run_3: {c['steps']['verdict']}, {c['steps']['effect_text']}; "
+                         f"{c['grokked']['verdict']}, {c['grokked']['effect_text']}; "
+                         f"{c['final']['verdict']}, {c['final']['effect_text']}")
     assert "no detectable difference in steps to grok with 3 vs 3 seeds" in c["text"]
+    # KM medians 3500 - 3000; every resample's median is one of the arm's times (the smallest
+    # with probability 7/27, the largest alike), so the bootstrap cannot leave
+    # [2500 - 4000, 3900 - 2000] and puts (7/27)^2 = 6.7% > 2.5% on each end
+    assert c["steps"]["effect_text"] == "KM median diff +500, 95% CI [-1500, +1900]"
+    # Wilson 3/3 = [3 / (3 + z^2), 1] = [0.4385, 1]: d = 0, +-sqrt(0.5615^2 + 0) = +-0.56
+    assert c["grokked"]["effect_text"] == "grokked fraction diff 0.00, 95% CI [-0.56, +0.56]"
+    assert c["final"]["effect_text"].startswith("HL shift ") and "90% CI" in c["final"]["effect_text"]
+
+
+def test_untestable_measures_add_no_effect_to_the_text_but_keep_it_in_the_dict():
+    c = g.compare_to_baseline(seeds([100, 200, 300]), seeds([150]))
+    assert c["steps"]["estimate"] == 150 - 200 and c["steps"]["ci"] is None  # 1 seed: no interval
+    assert "diff" not in c["text"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Effect sizes with intervals
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("counts, expected", [
+    ((56, 70, 48, 80), (0.2, 0.0524, 0.3339)),   # Newcombe (1998) Table II, example (a), method 10
+    ((9, 10, 3, 10), (0.6, 0.1705, 0.8090))])    # example (b)
+def test_newcombe_interval_matches_the_published_examples(counts, expected):
+    found = g.newcombe_difference(*counts)
+    assert [found["estimate"], found["low"], found["high"]] == pytest.approx(expected, abs=5e-5)
+    assert found["level"] == 0.95
+
+
+def test_newcombe_interval_hand_worked_for_all_against_none():
+    # n/n vs 0/n: Wilson gives [n / (n + z^2), 1] and [0, z^2 / (n + z^2)], so d = 1,
+    # low = 1 - sqrt(2) * z^2 / (n + z^2), high = 1. z^2 = 3.8415: n = 10 -> 0.6075; n = 3 -> 0.2059.
+    z2 = stats.norm.ppf(0.975) ** 2
+    for n, low in ((10, 0.6075), (3, 0.2059)):
+        found = g.newcombe_difference(n, n, 0, n)
+        assert found["low"] == pytest.approx(1 - math.sqrt(2) * z2 / (n + z2)) == pytest.approx(low, abs=1e-4)
+        assert found["high"] == pytest.approx(1.0)
+    # the interval excludes 0 while Fisher's exact p is 0.10: two procedures, both reported
+    c = g.compare_to_baseline(seeds([7500] * 3, observed=False), seeds([100, 200, 300]))
+    assert c["grokked"]["p"] == pytest.approx(0.1)
+    assert c["grokked"]["effect_text"] == "grokked fraction diff +1.00, 95% CI [+0.21, +1.00]"
+
+
+def test_mann_whitney_null_distribution_hand_worked_and_as_scipy():
+    # 3 vs 3: of the C(6, 3) = 20 orderings, U = 0 .. 9 in 1, 1, 2, 3, 3, 3, 3, 2, 1, 1 of them
+    counts = np.diff(np.concatenate([[0.0], g.mann_whitney_null_cdf(3, 3)])) * 20
+    assert counts == pytest.approx([1, 1, 2, 3, 3, 3, 3, 2, 1, 1])
+    assert g.mann_whitney_null_cdf(4, 4)[:2] * 70 == pytest.approx([1, 2])
+    rng = np.random.default_rng(3)
+    for m, n in ((2, 5), (4, 6), (7, 3)):
+        x, y = rng.normal(size=m), rng.normal(size=n) + 0.5
+        u = int(sum(a > b for a in x for b in y))
+        exact = stats.mannwhitneyu(x, y, alternative="less", method="exact").pvalue  # P(U <= u)
+        assert g.mann_whitney_null_cdf(m, n)[u] == pytest.approx(exact)
+
+
+def test_hodges_lehmann_hand_worked_3_vs_3_reports_the_confidence_it_reaches():
+    # differences r - b, r in (0.95, 0.97, 0.99), b in (0.90, 0.93, 0.98), sorted:
+    # -0.03 -0.01 0.01 0.02 [0.04] 0.05 0.06 0.07 0.09; median 0.04. P(U <= 0) = 1/20, so 95% needs
+    # 2/20 <= 0.05 at k = 0: impossible; k = 1 gives the full range at 1 - 2/20 = 90%.
+    found = g.hodges_lehmann_shift([0.95, 0.97, 0.99], [0.90, 0.93, 0.98])
+    assert [found["estimate"], found["low"], found["high"]] == pytest.approx([0.04, -0.03, 0.09])
+    assert (found["level"], found["attained"]) == (pytest.approx(0.9), False)
+    c = g.compare_to_baseline(seeds([100] * 3, tails=[0.90, 0.93, 0.98]),
+                              seeds([100] * 3, tails=[0.95, 0.97, 0.99]))
+    assert c["final"]["effect_text"] == ("HL shift +0.040, 90% CI [-0.030, +0.090] "
+                                         "(the most 3 vs 3 seeds allow)")
+    assert c["final"]["ci_level"] == pytest.approx(0.9) and c["final"]["effect"] == pytest.approx(0.04)
+
+
+def test_hodges_lehmann_5_vs_5_uses_the_tabled_order_statistics():
+    # m = n = 5: P(U <= 2) = 4/252 <= 0.025 < P(U <= 3) = 7/252, so k = 3: [D_(3), D_(23)] at
+    # 1 - 8/252 = 96.83%, the tabled 95% interval for 5 vs 5 (e.g. Hollander & Wolfe).
+    # r - b = i - j - 0.5 for i, j = 1..5: D_(1) = -4.5, D_(2..3) = -3.5, D_(23..24) = 2.5; median -0.5
+    found = g.hodges_lehmann_shift([1, 2, 3, 4, 5], [1.5, 2.5, 3.5, 4.5, 5.5])
+    assert [found["estimate"], found["low"], found["high"]] == [-0.5, -3.5, 2.5]
+    assert found["level"] == pytest.approx(1 - 8 / 252) and found["attained"]
+    found = g.hodges_lehmann_shift([1, 2, 3, 4], [1.5, 2.5, 3.5, 4.5])  # 4 vs 4: k = 1, 1 - 2/70
+    assert (found["low"], found["high"], found["level"]) == (-3.5, 2.5, pytest.approx(1 - 2 / 70))
+
+
+def test_km_median_bootstrap_hand_worked():
+    # Each arm of 2 seeds resamples to {a, a}, {a, b} or {b, b} with probabilities 1/4, 1/2, 1/4,
+    # whose KM medians (S <= 0.5 at the first of two) are a, a, b. Run (30, 40): 30 w.p. 3/4, 40
+    # w.p. 1/4; baseline (10, 20): 10 w.p. 3/4, 20 w.p. 1/4. So d = 10 w.p. 3/16, 20 w.p. 10/16,
+    # 30 w.p. 3/16: both tails hold far more than 2.5%, and the interval is [10, 30].
+    run, base = [(30, True), (40, True)], [(10, True), (20, True)]
+    found = g.km_median_difference(run, base)
+    assert (found["estimate"], found["low"], found["high"], found["level"]) == (20, 10, 30, 0.95)
+    assert found == g.km_median_difference(run, base)  # seeded: the same numbers every time
+    assert g.km_median_difference(run, base, seed=1)[("low")] == 10
+
+
+def test_km_median_bootstrap_is_open_where_a_median_is_not_reached():
+    # Run: one seed groks at 100, two are censored at 7500: S(100) = 2/3, median not reached. A
+    # resample reaches it only with >= 2 copies of the first seed (7/27), so d = +inf in 20/27 of
+    # resamples: the upper end is open. Baseline 200, 300, 400: resampled medians 200, 300, 400
+    # w.p. 7/27, 13/27, 7/27, so the smallest d = 100 - 400 has probability 49/729 = 6.7% > 2.5%.
+    run = seeds([100]) + seeds([7500, 7500], observed=False)
+    c = g.compare_to_baseline(seeds([200, 300, 400]), run)
+    assert (c["steps"]["estimate"], c["steps"]["ci"]) == (None, [-300, None])
+    assert c["steps"]["effect_text"] == ("KM median diff undefined, 95% CI [-300, unbounded) "
+                                         "(median not reached in the run)")
+    assert g.format_effect("steps", c["steps"], compact=True) == "undefined [-300, ∞)"
+    # a run that never groks against one that always does: every resample is +inf, no interval
+    c = g.compare_to_baseline(seeds([200, 300, 400]), seeds([7500] * 3, observed=False))
+    assert c["steps"]["ci"] is None
+    assert c["steps"]["effect_text"] == "KM median diff undefined (median not reached in the run)"
+    # neither reached in a resample: undefined sign, counted against both ends
+    found = g.km_median_difference([(100, True), (7500, False)], [(100, True), (7500, False)])
+    assert (found["low"], found["high"]) == (-math.inf, math.inf)
+
+
+def test_compact_effect_flags_a_level_below_95():
+    entry = {"estimate": 0.04, "ci": [-0.03, 0.09], "ci_level": 0.9, "ci_note": None}
+    assert g.format_effect("final", entry, compact=True) == "+0.040 [-0.030, +0.090] 90%"
+    entry["ci_level"] = 1 - 8 / 252  # 5 vs 5: a conservative 95% interval
+    assert g.format_effect("final", entry, compact=True) == "+0.040 [-0.030, +0.090]"
+    assert g.format_effect("final", entry) == "HL shift +0.040, 96.8% CI [-0.030, +0.090]"
+    entry = {"estimate": -340, "ci": [None, 120], "ci_level": 0.95, "ci_note": None}
+    assert g.format_effect("steps", entry, compact=True) == "-340 (-∞, +120]"
+    assert g.format_effect("steps", entry) == "KM median diff -340, 95% CI (unbounded, +120]"
 
 
 def test_p_formatting():

@@ -277,6 +277,37 @@ def test_diverged_seeds_are_shown_as_such(tmp_path):
     assert [t.get_text() for t in ax.texts] == ["diverged 1/2"]
 
 
+def test_effect_and_interval_stand_beside_the_p_value(tmp_path):
+    """Issue 26: run_1 groks at 200, 300, 400 against run_0's 500, 600, 700: KM medians 300 and 600,
+    so -300; each resampled median is one of its arm's times, and the extremes 200 - 700 and
+    400 - 500 each come up with probability (7/27)^2 = 6.7% > 2.5%: the interval is [-500, -100].
+    run_2 groks on one seed of three: its median is not reached, so the estimate is undefined and
+    the interval open above, from 300 - 700."""
+    steps = range(100, 1001, 100)
+    runs = [write_run(tmp_path / f"run_{i}", {("d", s): unit(steps, g) for s, g in enumerate(groks)})
+            for i, groks in enumerate([(500, 600, 700), (200, 300, 400), (300, None, None)])]
+    for run in runs:
+        run.label = run.name
+    rows = plot.table_rows(runs, ["d"], runs[0])
+    assert [plot.cells(r)[7:] for r in rows] == [["-", "-"], ["earlier, p = 0.02", "-300 [-500, -100]"],
+                                                 ["n.s., p = 0.28", "undefined [-400, ∞)"]]
+    md = plot.markdown_table(rows)
+    assert "| earlier, p = 0.02 | -300 [-500, -100] |" in md
+    assert "- run_1: vs run_0: groks earlier, p = 0.02, KM median diff -300, 95% CI [-500, -100]; " in md
+    tex = plot.latex_table(rows)
+    assert "n.s., p = 0.28 \\\\ undefined [-400, $\\infty$)" in tex and "∞" not in tex
+    fig = plot.Figure()
+    ax = fig.add_subplot()
+    plot.summary_effect(ax, runs, "d", runs[0], "steps")
+    assert [t.get_text() for t in ax.texts] == ["p = 0.02", "p = 0.28", "baseline"]
+    assert [line.get_marker() for line in ax.lines].count("^") == 1  # run_2's open upper end
+    interval = [list(line.get_ydata()) for line in ax.lines if len(line.get_ydata()) == 2]
+    assert [-500, -100] in interval  # run_1: from -500 to -100 (the other two: zero line, run_2)
+    ax = fig.add_subplot()
+    plot.summary_effect(ax, runs, "d", runs[0], "final")  # 3 vs 3: the interval is 90%, marked
+    assert [t.get_text() for t in ax.texts] == ["not testable", "p = 0.19\n90% CI", "baseline"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Partial and unusual runs
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The statistics reach every reader through one function each (issue 14): the verdict of a run
-against run_0 in its notes section, run_0's added keys recomputed from its saved curves, and the
-comparison with the published baselines."""
+against run_0 in its notes section, with its effects and intervals (issue 26), run_0's added keys
+recomputed from its saved curves, and the comparison with the published baselines."""
 import json
 import shutil
 import subprocess
@@ -28,6 +28,12 @@ def test_a_clearly_faster_run_gets_a_significant_verdict_in_its_notes(tmp_path):
     verdict = next(line for line in section.splitlines() if line.startswith("Verdict vs run_0: "))
     assert "x_plus_y: vs run_0: groks earlier, p = 0.02" in verdict
     assert "grokked 3/3 vs 0/3 (no detectable difference with 3 vs 3 seeds, p = 0.10)" in verdict
+    # issue 26: each verdict with its effect; run_0 never grokked, so the difference of medians is
+    # undefined and every bootstrap resample -inf: no interval; Newcombe's for 3/3 vs 0/3 (hand-
+    # worked in test_grokstats) excludes 0 while Fisher's p is 0.10
+    assert ("groks earlier, p = 0.02, KM median diff undefined (median not reached in the "
+            "baseline);") in verdict
+    assert "p = 0.10), grokked fraction diff +1.00, 95% CI [+0.21, +1.00];" in verdict
     base = notes[notes.index("## Run 0"):notes.index("## Run 1")]
     assert "x_plus_y 0/3 grokked, median not reached" in base and "Verdict" not in base
     means = json.loads((tmp_path / "run_1" / "final_info.json").read_text())["x_plus_y"]["means"]
