@@ -5,7 +5,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from helpers import CODE_FILES, ROOT
+
+pytestmark = pytest.mark.slow  # whole scripts, clusters and sweeps: the full suite only
 
 
 def test_side_by_side_runs_each_program_every_round_and_gives_medians_and_ranges():

@@ -195,6 +195,7 @@ def chromium(*args, tmp):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.slow
 def test_html_page_in_a_real_headless_browser(built, tmp_path):
     page = (built[0] / "report" / "campaign.html").resolve()
     source = page.read_text()

@@ -112,6 +112,7 @@ def test_the_old_per_batch_check_would_be_caught(monkeypatch):
     assert reads(E.train_step, cfg, 1, unit, x, y).count("Tensor.__bool__") == 2
 
 
+@pytest.mark.slow
 def test_deterministic_runs_and_gives_the_default_numbers_on_the_cpu(tmp_path):
     """--deterministic: torch.use_deterministic_algorithms(True) in every process that trains (and
     cuBLAS's workspace setting); on the CPU the numbers are those of the default run."""

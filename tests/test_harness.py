@@ -80,6 +80,7 @@ def test_an_unsupported_field_type_is_refused_naming_the_field(tmp_path):
         options.parse(WithDict, [f"--out_dir={tmp_path}"])
 
 
+@pytest.mark.slow
 def test_a_new_optional_field_works_from_the_command_line(tmp_path):
     """The field issue 12 found crashing at import: grad_clip: float | None = None."""
     folder = project(tmp_path, [(
@@ -114,6 +115,7 @@ TORCH_ATTENTION = [
 @pytest.mark.parametrize("edits,why", [([NO_CAUSAL_MASK], "differs by"), (DROPOUT, "differs by"),
                                        (TORCH_ATTENTION, "the fast forward raised")],
                          ids=["no-causal-mask", "dropout", "nn.MultiheadAttention"])
+@pytest.mark.slow
 def test_an_edit_that_breaks_the_shortcut_trains_the_plain_forward(tmp_path, edits, why):
     folder = project(tmp_path, edits)
     proc = run(folder, "--out_dir=r", *ONE_UNIT)
@@ -127,6 +129,7 @@ def test_an_edit_that_breaks_the_shortcut_trains_the_plain_forward(tmp_path, edi
             assert unit(folder, "r")[part] == unit(folder, "p")[part]
 
 
+@pytest.mark.slow
 def test_the_unedited_model_keeps_the_fast_path_and_the_check_changes_nothing(tmp_path):
     folder = project(tmp_path)
     proc = run(folder, "--out_dir=r", *ONE_UNIT)
@@ -169,6 +172,7 @@ OUTSIDE_THE_TABLES = [(  # an augmentation idea: at update 15, one example's 'o'
     "        logits, loss = train_step(cfg, step, unit, x, y)\n")]
 
 
+@pytest.mark.slow
 def test_a_batch_outside_the_tables_makes_the_unit_train_plain_from_the_start(tmp_path):
     """The shortcut never waits for the device to check a batch: it notes a row outside its tables
     on the device, the next record reads the note, and the unit trains again from the start with
@@ -188,6 +192,7 @@ def test_a_batch_outside_the_tables_makes_the_unit_train_plain_from_the_start(tm
 
 
 # --- code identity --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_refuses_units_made_by_other_code(tmp_path):
     folder = project(tmp_path)
     run(folder, "--out_dir=r", "--datasets=x_plus_y", "--num_seeds=2", *TINY)
@@ -215,8 +220,8 @@ def test_resume_refuses_units_made_by_other_code(tmp_path):
 # --- one-way dependencies -------------------------------------------------------------------
 # Each module's floor: it may import (at its top or inside a function) only modules on lower floors.
 FLOORS = {"grokstats": 0, "tasks": 0, "interrupts": 0, "instruments": 0,
-          "options": 1, "outputs": 2, "fast_forward": 2, "run_dir": 3, "notes": 3,
-          "unit_run": 4, "workers": 5, "launch_slurm": 6, "harness": 7,
+          "options": 1, "outputs": 2, "fast_forward": 2, "run_dir": 3, "notes": 3, "live": 3,
+          "unit_run": 4, "workers": 5, "launch_slurm": 6, "confirm": 6, "harness": 7,
           "experiment": 8, "plot": 1, "campaign": 1, "sweep": 9}
 
 
@@ -264,6 +269,7 @@ def test_no_module_of_the_run_machinery_is_over_500_lines():
     assert max(sizes.values()) <= 500, sizes
 
 
+@pytest.mark.slow
 def test_plot_draws_every_run_while_experiment_py_is_broken(tmp_path):
     folder = project(tmp_path)
     run(folder, "--out_dir=run_0", *ONE_UNIT)
@@ -275,6 +281,7 @@ def test_plot_draws_every_run_while_experiment_py_is_broken(tmp_path):
     assert (folder / "val_acc_x_plus_y.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_diagnostic_returned_by_an_edited_evaluate_is_recorded_and_drawn(tmp_path):
     folder = project(tmp_path, [(
         '"softmax_collapse": saturated / n,',
@@ -287,6 +294,7 @@ def test_a_diagnostic_returned_by_an_edited_evaluate_is_recorded_and_drawn(tmp_p
 
 
 # --- ideas that keep state ------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_ema_of_the_weights_is_an_edit_of_train_step_alone(tmp_path):
     folder = project(tmp_path, [("    optimizer.step()\n    return logits, loss\n",
                                  "    optimizer.step()\n"
@@ -308,6 +316,7 @@ TINY_DEFAULTS = [('option(",".join(DATASETS), "comma', 'option("x_plus_y,permuta
                  ('option(7500, "optimizer updates', 'option(30, "optimizer updates')]
 
 
+@pytest.mark.slow
 def test_the_ai_scientist_launcher_flow(tmp_path):
     """As the launcher does it: baseline, an agent's edit, `python experiment.py --out_dir=run_1`
     with no other argument, final_info.json read as {dataset: {"means": ...}}, experiment.py

@@ -297,6 +297,7 @@ def default_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("option", ["--loss=stablemax", "--loss_precision=float64", "--optimizer=orthograd"])
+@pytest.mark.slow
 def test_each_training_option_changes_the_training(tmp_path, default_run, option):
     run_experiment(tmp_path, "--out_dir=r", *ONE, option)
     train, val = curves(tmp_path / "r")
@@ -318,6 +319,7 @@ def test_the_default_run_records_the_last_layer_norm_and_writes_no_checkpoint(de
     assert unit["slingshot_steps"] is None and unit["final_info"]["slingshots"] is None  # 30 updates
 
 
+@pytest.mark.slow
 def test_progress_measures_are_recorded_on_modular_sums_only_and_change_nothing_else(tmp_path, default_run):
     proc = run_experiment(tmp_path, "--out_dir=r", "--datasets=x_plus_y,permutation", "--num_seeds=1",
                           *TINY, "--progress_every=20")
@@ -337,6 +339,7 @@ def test_progress_measures_are_recorded_on_modular_sums_only_and_change_nothing_
     assert not any("restricted_loss" in r for r in curves(tmp_path / "r", "permutation")[1])
 
 
+@pytest.mark.slow
 def test_progress_measures_are_refused_for_a_list_without_modular_sums(tmp_path):
     proc = run_experiment(tmp_path, "--out_dir=r", "--datasets=permutation,x_div_y", *TINY,
                           "--progress_every=10", check=False)
@@ -348,6 +351,7 @@ def test_progress_measures_are_refused_for_a_list_without_modular_sums(tmp_path)
     assert proc.returncode == 2 and "multiple of --eval_every=10" in proc.stderr
 
 
+@pytest.mark.slow
 def test_checkpoints_are_written_and_load_with_the_documented_recipe(tmp_path, default_run):
     run_experiment(tmp_path, "--out_dir=r", *ONE, "--save_checkpoints=20")
     folder = tmp_path / "r" / "checkpoints" / "x_plus_y_0"

@@ -230,6 +230,7 @@ def test_weight_norm_and_softmax_collapse():
     ["--grokfast=ma", "--grokfast_window=5"], ["--fast_forward=false"],
     ["--train_frac=0.4", "--weight_decay=1.0", "--eval_every=15"],
 ])
+@pytest.mark.slow
 def test_tiny_run_with_option_writes_the_contract(tmp_path, option):
     run_experiment(tmp_path, "--out_dir=r", "--datasets=x_minus_y", "--num_seeds=1", *TINY, *option)
     info = json.loads((tmp_path / "r" / "final_info.json").read_text())

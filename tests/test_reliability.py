@@ -38,6 +38,7 @@ def interrupted(tmp_path, name="r", args=ARGS):
 
 
 # --- data loss and dead ends ----------------------------------------------------------------
+@pytest.mark.slow
 def test_finished_units_are_never_deleted_by_a_command_that_forgot_resume(tmp_path):
     folder = interrupted(tmp_path)
     units = sorted(p.read_bytes() for p in (folder / "units").glob("*.json"))
@@ -51,6 +52,7 @@ def test_finished_units_are_never_deleted_by_a_command_that_forgot_resume(tmp_pa
 
 
 @pytest.mark.parametrize("breakage", ["directory", "invalid utf-8", "read-only"])
+@pytest.mark.slow
 def test_a_notes_problem_is_one_warning_and_the_results_are_still_written(tmp_path, breakage):
     notes = tmp_path / "notes.txt"
     if breakage == "directory":
@@ -76,6 +78,7 @@ def test_a_notes_problem_is_one_warning_and_the_results_are_still_written(tmp_pa
     assert strict_json(tmp_path / "run_1" / "final_info.json")["x_plus_y"]["means"]
 
 
+@pytest.mark.slow
 def test_resume_takes_the_settings_from_the_runs_config_json(tmp_path):
     args = ["--datasets=x_plus_y,permutation", "--num_seeds=2", "--total_steps=20", "--eval_every=10",
             *TINY[:3]]
@@ -93,6 +96,7 @@ def test_resume_takes_the_settings_from_the_runs_config_json(tmp_path):
     assert (folder / "final_info.json").read_text() == (tmp_path / "full" / "final_info.json").read_text()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_truncated_or_foreign_unit_file_naming_it(tmp_path):
     folder = interrupted(tmp_path)
     unit = folder / "units" / "x_plus_y_1.json"
@@ -104,6 +108,7 @@ def test_resume_refuses_a_truncated_or_foreign_unit_file_naming_it(tmp_path):
 
 
 # --- divergence -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_diverged_unit_stops_is_flagged_and_never_looks_like_a_result(tmp_path):
     proc = run_experiment(tmp_path, "--out_dir=r", *ARGS[:-3], "--total_steps=100", "--lr=10")
     warnings = [line for line in proc.stderr.splitlines() if "diverged" in line]
@@ -122,6 +127,7 @@ def test_a_diverged_unit_stops_is_flagged_and_never_looks_like_a_result(tmp_path
     assert results["x_plus_y_0_final_info"]["diverged"] == 1
 
 
+@pytest.mark.slow
 def test_one_diverged_seed_of_two_gives_a_fraction(tmp_path):
     """diverged_mean is the fraction of seeds that diverged, and means over seeds are null rather
     than quietly dropping the diverged seed."""
@@ -138,6 +144,7 @@ NON_FINITE = [["--lr=inf"], ["--l1_weight=inf"], ["--weight_decay=inf"], ["--gro
 
 
 @pytest.mark.parametrize("args", NON_FINITE, ids=lambda a: a[0])
+@pytest.mark.slow
 def test_non_finite_options_are_refused(tmp_path, args):
     one_error_line(run_experiment(tmp_path, "--out_dir=r", *args, check=False), args[0].split("=")[0])
     assert not (tmp_path / "r").exists()
@@ -187,6 +194,7 @@ def test_a_batch_larger_than_the_train_split_is_one_warning_naming_its_size(tmp_
 
 
 # --- notes text -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_titles_keep_decimals_and_descriptions_cannot_inject_headings(tmp_path):
     run_experiment(tmp_path, "--out_dir=run_4", "--description=Weight decay 0.1 instead of 0.5. More.",
                    *ARGS[:-1], "--num_seeds=1")
@@ -200,6 +208,7 @@ def test_titles_keep_decimals_and_descriptions_cannot_inject_headings(tmp_path):
     assert headings == ["## Run 4: Weight decay 0.1 instead of 0.5", "## Run 5: Fake", "## Run 2"]
 
 
+@pytest.mark.slow
 def test_the_notes_section_carries_statistics_and_the_verdict_against_run_0(tmp_path):
     run_experiment(tmp_path, "--out_dir=run_0", *ARGS)
     run_experiment(tmp_path, "--out_dir=run_1", "--description=Same again.", *ARGS)
@@ -241,6 +250,7 @@ harness.main(E.Config, E.train_unit, sys.argv[2:])
 """
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_point_then_resume_gives_the_uninterrupted_result(tmp_path):
     args = ARGS
     (tmp_path / "reference").mkdir()

@@ -82,12 +82,14 @@ def test_run_folder_describes_itself(tiny_run):
     assert len(list((run / "units").glob("*.json"))) == 4
 
 
+@pytest.mark.slow
 def test_stdout_has_one_line_per_unit(tmp_path):
     out = run_experiment(tmp_path, "--out_dir=r", "--datasets=x_plus_y", "--num_seeds=2", *TINY).stdout
     lines = [l for l in out.splitlines() if l.startswith("x_plus_y_")]
     assert len(lines) == 2 and all("final_val_acc: " in l and "wall_s: " in l for l in lines)
 
 
+@pytest.mark.slow
 def test_same_command_twice_and_any_jobs_give_identical_results(tmp_path):
     args = ["--datasets=x_minus_y,x_div_y", "--num_seeds=1", *TINY[:-1]]
     for name, jobs in (("a", 1), ("b", 1), ("c", 2)):
@@ -188,6 +190,7 @@ def alive(worker):
 
 @pytest.mark.parametrize("jobs,sig", [(1, signal.SIGINT), (2, signal.SIGINT), (2, signal.SIGTERM),
                                       (2, signal.SIGKILL)])
+@pytest.mark.slow
 def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig):
     if jobs > 1 and sys.platform != "linux":
         pytest.skip("finds worker processes through /proc")
@@ -227,6 +230,7 @@ def test_interrupted_run_leaves_no_final_info_and_no_workers(tmp_path, jobs, sig
                 os.kill(w[0], signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_resume_runs_only_missing_units_and_gives_the_same_result(tmp_path):
     args = ["--datasets=x_plus_y,x_minus_y", "--num_seeds=2", *TINY]
     run_experiment(tmp_path, "--out_dir=r", *args)
@@ -238,6 +242,7 @@ def test_resume_runs_only_missing_units_and_gives_the_same_result(tmp_path):
     assert (tmp_path / "r" / "final_info.json").read_text() == full
 
 
+@pytest.mark.slow
 def test_resume_refuses_units_made_with_other_settings(tmp_path):
     run_experiment(tmp_path, "--out_dir=r", "--datasets=x_plus_y", "--num_seeds=1", *TINY)
     (tmp_path / "r" / "final_info.json").unlink()
@@ -246,6 +251,7 @@ def test_resume_refuses_units_made_with_other_settings(tmp_path):
     assert proc.returncode == 2 and "lr" in proc.stderr
 
 
+@pytest.mark.slow
 def test_notes_are_created_then_appended_never_rewritten(tmp_path):
     args = ["--datasets=x_plus_y", "--num_seeds=1", *TINY]
     run_experiment(tmp_path, "--out_dir=run_0", *args)
@@ -267,6 +273,7 @@ def test_notes_are_created_then_appended_never_rewritten(tmp_path):
     assert "Higher lr" not in redone and "Description: Lower lr 1e-4." in redone
 
 
+@pytest.mark.slow
 def test_notes_written_by_an_agent_get_only_the_new_section(tmp_path):
     mine = "# Title: My idea\n# Experiment description: Something.\n## Run 0: Baseline\nResults: {}\n"
     (tmp_path / "notes.txt").write_text(mine)
@@ -275,6 +282,7 @@ def test_notes_written_by_an_agent_get_only_the_new_section(tmp_path):
     assert text.startswith(mine) and text.count("## Run 2") == 1 and text.count("## Run 0") == 1
 
 
+@pytest.mark.slow
 def test_a_small_problem_really_learns(tmp_path):
     """x_plus_y mod 23 with a small model must generalise, not just run (like tinygrad's TARGET_ACC)."""
     run_experiment(tmp_path, "--out_dir=r", "--datasets=x_plus_y", "--num_seeds=1", "--prime=23",

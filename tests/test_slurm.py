@@ -20,6 +20,8 @@ import launch_slurm
 
 from helpers import EXPERIMENT, ROOT, TINY, run_experiment
 
+pytestmark = pytest.mark.slow  # whole scripts, clusters and sweeps: the full suite only
+
 SWEEP = ROOT / "sweep.py"
 
 

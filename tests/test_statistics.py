@@ -7,14 +7,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from helpers import PREVIOUS_RUN_0, ROOT, run_experiment
 
 import grokstats
-from helpers import PREVIOUS_RUN_0, ROOT, run_experiment
 
 SMALL = ["--datasets=x_plus_y", "--num_seeds=3", "--prime=23", "--dim_model=64", "--total_steps=800",
          "--batch_size=128", "--train_frac=0.8", "--eval_every=25", "--jobs=2"]
 
 
+@pytest.mark.slow
 def test_a_clearly_faster_run_gets_a_significant_verdict_in_its_notes(tmp_path):
     """run_0: lr 1e-3, weight decay 0.1 never generalises in 800 updates (all 3 seeds censored);
     run_1: lr 3e-3, weight decay 1.0 groks at 475-725 on all 3 seeds. Log-rank with 3 vs 3 seeds

@@ -15,6 +15,8 @@ import sweep
 
 from helpers import PLOT, ROOT, TINY
 
+pytestmark = pytest.mark.slow  # whole scripts, clusters and sweeps: the full suite only
+
 SWEEP = ROOT / "sweep.py"
 COMMAND = ["--grid", "train_frac=0.4,0.6", "--grid", "weight_decay=0.5", *TINY, "--datasets=x_plus_y",
            "--num_seeds=2"]  # 2 knobs (a one-value knob too), 2 points x 2 units

@@ -116,10 +116,11 @@ def frozen_operation_table(name, prime):
 @pytest.mark.parametrize("p", PRIMES)
 @pytest.mark.parametrize("name", ["x_plus_y", "x_minus_y", "x_div_y", "permutation"])
 def test_the_reference_templates_tables_are_unchanged(name, p):
-    ours = tasks.operation_table(name, p)
-    for theirs in (frozen_operation_table(name, p), E.operation_table(name, p)):
-        assert ours[0] == theirs[0]
-        assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(ours[1:], theirs[1:]))
+    ours, theirs = tasks.operation_table(name, p), frozen_operation_table(name, p)
+    assert ours[0] == theirs[0]
+    assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(ours[1:], theirs[1:]))
+    data = E.make_dataset(name, E.Config(prime=p), 1337, "cpu")  # what experiment.py trains on
+    assert data["num_classes"] == theirs[0] and len(data["train_y"]) + len(data["val_y"]) == len(theirs[3])
 
 
 SPLITS_AT_HALF = {9409: (4704, 4705), 9312: (4656, 4656), 14400: (7200, 7200)}  # p = 97
