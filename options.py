@@ -4,12 +4,14 @@ and of experiment's Config: bool, int, float, str, Literal[...], X | None and tu
 (other types are refused with one line naming the field). Every value is validated before
 anything is touched: floats finite, the `ok` intervals and `check` functions of option(), Literal
 choices, then Config.check(), then what needs the machine (out_dir writable, the device present,
-sbatch for --launcher=slurm). Bad input is a ConfigError: one line on stderr, exit 2.
+sbatch for --launcher=slurm, the package of --tensorboard or --wandb). Bad input is a ConfigError:
+one line on stderr, exit 2.
 warn() prints a warning line, held back while a command is checked (held_warnings).
 """
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -79,12 +81,17 @@ class RunOptions:
     deterministic: bool = option(False, "torch.use_deterministic_algorithms(True) and "
                                         "CUBLAS_WORKSPACE_CONFIG=:4096:8 in every process that trains: "
                                         "bit-identical results on CUDA for the same command (docs/gpu.md)")
+    # live curves (live.py, docs/live-curves.md): they only read the records, never change one
+    tensorboard: bool = option(False, "write each unit's records as TensorBoard scalars in "
+                                      "out_dir/tensorboard/ as they are taken (needs tensorboard)")
+    wandb: bool = option(False, "log each unit's records to Weights & Biases, offline in out_dir/wandb/ "
+                                "unless WANDB_MODE or WANDB_API_KEY is set (needs wandb)")
 
 
 RUN_CONTROL_KEYS = ("out_dir", "jobs", "overwrite", "resume", "description", "launcher",
                     "slurm_partition", "slurm_time", "slurm_cpus_per_task", "slurm_gpus_per_task",
                     "slurm_mem", "slurm_array_parallelism", "slurm_extra", "slurm_units_per_task",
-                    "slurm_wait", "retries")  # may differ between a run and its --resume
+                    "slurm_wait", "retries", "tensorboard", "wandb")  # may differ between a run and its --resume
 
 
 def parse_bool(text):
@@ -250,7 +257,8 @@ def parse(Config, argv):
 
 
 def check_run(opts, cfg):
-    """What RunOptions alone cannot check: out_dir, the device, the seeds."""
+    """What RunOptions alone cannot check: out_dir, the device, the seeds, the packages of
+    --tensorboard and --wandb."""
     out = opts.out_dir
     require(out.strip(), "--out_dir is empty; name a folder, e.g. --out_dir=run_1")
     path = Path(out)
@@ -271,6 +279,22 @@ def check_run(opts, cfg):
                 "--device=mps: no MPS device here; use --device=cpu or --device=auto")
     require(0 <= cfg.seed and cfg.seed + cfg.num_seeds - 1 < 2 ** 64,
             f"--seed={cfg.seed} with --num_seeds={cfg.num_seeds} needs seeds in [0, 2**64)")
+    check_live(opts)
+
+
+def importable(name):
+    """Whether `import name` would find the module; imports nothing (a blocked one: False)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_live(opts):
+    """ConfigError naming the package to install when --tensorboard or --wandb cannot import it
+    (torch.utils.tensorboard needs the tensorboard package)."""
+    for on, package in ((opts.tensorboard, "tensorboard"), (opts.wandb, "wandb")):
+        require(not on or importable(package), f"--{package} needs the {package} package: pip install {package}")
 
 
 def parse_extra(text):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from fast_forward import TROUBLES, Shortcut, check_fast_path, dataset_tables, use_compile
 from interrupts import stop_if_asked
+from live import LiveCurves
 from outputs import strict, unit_final_info, write_atomic
 
 
@@ -25,10 +26,12 @@ class ShortcutFailed(Exception):
 class UnitRun:
     """One (dataset, seed) unit's harness side, handed to train_unit: its device and seed, the
     forward it trains with (forward_for), the records (record) and the result (result).
-    plain_because: train with the plain forward, for this reason (set by train())."""
+    plain_because: train with the plain forward, for this reason (set by train()). live: the live
+    curves' settings (live.live_settings), opened at the first record and closed when the `with`
+    block around the unit ends (train())."""
 
     def __init__(self, cfg, dataset, seed_index, device="cpu", progress=None, warn=None, out_dir=None,
-                 plain_because=None):
+                 plain_because=None, live=None):
         self.cfg, self.dataset, self.seed_index, self.out_dir = cfg, dataset, seed_index, out_dir
         self.seed, self.device = cfg.seed + seed_index, torch.device(device)
         self.train_info, self.val_info, self.diverged_at = [], [], None
@@ -36,7 +39,16 @@ class UnitRun:
                         "check_s": 0.0}
         self.plain_because, self.shortcuts = plain_because, []
         self.progress, self.warn = progress, warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
+        self.live, self.curves = live, None
         self.start = time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if self.curves:  # failed: the unit stopped early (an error, an interrupt, a restart plain)
+            self.curves.close(failed=kind is not None)
+            self.curves = None
 
     def forward_for(self, model, data, loss_fn=F.cross_entropy):
         """What train_unit trains and evaluates with: model itself (its forward()), or the first
@@ -110,6 +122,9 @@ class UnitRun:
                if "loss" in k and isinstance(v, float) and not math.isfinite(v)]
         self.train_info.append(strict(train_row))
         self.val_info.append(strict(val_row))
+        if self.live:  # --tensorboard, --wandb: they read the rows, never change them
+            self.curves = self.curves or LiveCurves(self.live, self.dataset, self.seed_index, self.seed, self.warn)
+            self.curves.log(train_row, val_row)
         if self.progress:
             self.progress(train_row["step"])
         if bad:
@@ -129,11 +144,13 @@ class UnitRun:
 
 def train(train_unit, cfg, dataset, seed_index, **run):
     """train_unit's result for one unit, given UnitRun(cfg, dataset, seed_index, **run); trained
-    again from the start with the plain forward (one warning line) if its shortcut went wrong."""
-    first = UnitRun(cfg, dataset, seed_index, **run)
+    again from the start with the plain forward (one warning line) if its shortcut went wrong.
+    Each UnitRun's live curves are closed as it ends; the second starts them anew."""
     try:
-        return train_unit(cfg, dataset, seed_index, first)
+        with UnitRun(cfg, dataset, seed_index, **run) as first:
+            return train_unit(cfg, dataset, seed_index, first)
     except ShortcutFailed as e:
         reason = f"the {first.forward['path']} forward was dropped: {e}"
         first.warn(f"{dataset}_{seed_index}: training again from the start with the plain forward: {reason}")
-        return train_unit(cfg, dataset, seed_index, UnitRun(cfg, dataset, seed_index, plain_because=reason, **run))
+        with UnitRun(cfg, dataset, seed_index, plain_because=reason, **run) as again:
+            return train_unit(cfg, dataset, seed_index, again)

@@ -11,6 +11,7 @@ import time
 import torch
 
 from interrupts import stop_if_asked
+from live import live_settings
 from options import resolve_device
 from outputs import code_identity
 from run_dir import save_unit
@@ -51,18 +52,19 @@ def _worker_init(threads, deterministic, queue, parent_pid):
             os._exit(1)
 
 
-def _worker_run(train_unit, cfg, device, dataset, seed_index, out_dir):
+def _worker_run(train_unit, cfg, device, dataset, seed_index, out_dir, live):
     def report(step):  # every record
         if os.getppid() != _parent_pid:  # the main process was killed (kill -9, a launcher's
             os._exit(1)                  # timeout): stop instead of training on as an orphan
         _progress_queue.put(step)
-    return train(train_unit, cfg, dataset, seed_index, device=device, progress=report, out_dir=out_dir)
+    return train(train_unit, cfg, dataset, seed_index, device=device, progress=report, out_dir=out_dir,
+                 live=live)
 
 
 def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None, then=lambda: None):
     """Run (dataset, seed_index) units, calling on_result(result) as each one finishes, then
     then() (while the workers exit: their interpreters take 1-2 s to tear down); returns its value."""
-    device = resolve_device(opts.device)
+    device, live = resolve_device(opts.device), live_settings(opts, cfg)  # live: --tensorboard, --wandb
     if jobs == 1:
         process_settings(opts.threads, opts.deterministic)
         for dataset, s in units:
@@ -73,13 +75,13 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None, then=lamb
                     bar.update(step - last[0])
                 last[0] = step
             on_result(train(train_unit, cfg, dataset, s, device=device, progress=report,
-                            out_dir=opts.out_dir))
+                            out_dir=opts.out_dir, live=live))
         return then()
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
     queue = ctx.Queue()
     with ctx.Pool(jobs, initializer=_worker_init, initargs=(opts.threads, opts.deterministic, queue, os.getpid())) as pool:
-        pending = [pool.apply_async(_worker_run, (train_unit, cfg, device, d, s, opts.out_dir))
+        pending = [pool.apply_async(_worker_run, (train_unit, cfg, device, d, s, opts.out_dir, live))
                    for d, s in units]
         while pending:
             time.sleep(0.2)
@@ -103,6 +105,6 @@ def train_and_save_unit(train_unit, opts, cfg, dataset, seed_index):
     process_settings(opts.threads, opts.deterministic)
     code = code_identity(train_unit)  # before training: an edit meanwhile must not relabel this unit
     result = train(train_unit, cfg, dataset, seed_index, device=resolve_device(opts.device),
-                   out_dir=opts.out_dir)
+                   out_dir=opts.out_dir, live=live_settings(opts, cfg))
     save_unit(opts, cfg, code, result)
     return result
