@@ -37,7 +37,7 @@ class UnitRun:
         self.train_info, self.val_info, self.diverged_at = [], [], None
         self.forward = {"path": "plain", "reason": plain_because or "fast forward not requested",
                         "check_s": 0.0}
-        self.plain_because, self.shortcuts = plain_because, []
+        self.plain_because, self.shortcut = plain_because, None  # the shortcut it trains with
         self.progress, self.warn = progress, warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self.live, self.curves = live, None
         self.start = time.perf_counter()
@@ -67,16 +67,15 @@ class UnitRun:
             candidates = {"fast, compiled": torch.compile(lambda t: fast(t)), **candidates}
         chosen = self.choose_forward(model, candidates, model, x, y, loss_fn)
         if chosen is not model:
-            shortcut = chosen if isinstance(chosen, Shortcut) else candidates["fast"]
-            shortcut.trouble.zero_()  # the check's own calls are not the unit's
-            self.shortcuts = [shortcut]
+            self.shortcut = chosen if isinstance(chosen, Shortcut) else candidates["fast"]
+            self.shortcut.trouble.zero_()  # the check's own calls are not the unit's
         return chosen
 
     def check_shortcut(self):
         """ShortcutFailed if the shortcut noted trouble on the device since the unit began: one
         read of the device per record."""
-        if self.shortcuts:
-            trouble = self.shortcuts[0].trouble.tolist()
+        if self.shortcut is not None:
+            trouble = self.shortcut.trouble.tolist()
             if any(trouble):
                 raise ShortcutFailed("; ".join(t for t, bad in zip(TROUBLES, trouble) if bad) +
                                      f" (by update {self.train_info[-1]['step'] if self.train_info else 0})")
