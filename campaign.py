@@ -27,8 +27,10 @@ confirmed yet".
 
 Writes into --out (created if missing): campaign.md (the leaderboard, best q first, with links to
 each run's figures), campaign.html (the same, one static page that opens from disk, the figures
-inline as data URIs) and campaign.json (strict JSON: the settings, the family size, the rows and the
-runs not compared). Bad input (no folder, a path that is not a folder, --alpha outside (0, 1), --out
+inline as data URIs), campaign.json (strict JSON: the settings, the family size, the rows and the
+runs not compared) and claims.tex (a LaTeX tabular, no package needed, of the rows a write-up may
+claim: significant after correction, or replicated on fresh seeds with p < grokstats.ALPHA; one
+row saying so when none survives), which templates/latex/template.tex inputs. Bad input (no folder, a path that is not a folder, --alpha outside (0, 1), --out
 a file, no run to compare): one line on stderr naming the value and what is allowed, exit 2, before
 anything is written.
 """
@@ -137,14 +139,17 @@ def compare_group(group, runs, label):
             skipped.append(f"{label}/{run.name}: {dataset} not compared (run_0 has no {dataset})")
         for dataset in [d for d in mine if d in base]:
             found = grokstats.compare_to_baseline(base[dataset], mine[dataset])
+            counts = [[sum(u["grokked"] for u in units), len(units)] for units in (mine[dataset], base[dataset])]
             for key in MEASURES:
-                rows.append(row(label, group, run, titles.get(run.name, ""), dataset, key, found[key]))
+                rows.append(row(label, group, run, titles.get(run.name, ""), dataset, key, found[key], counts))
     return rows, skipped
 
 
-def row(label, group, run, title, dataset, key, entry):
-    """One leaderboard row (JSON-safe); q and significant are filled by `correct`."""
+def row(label, group, run, title, dataset, key, entry, counts):
+    """One leaderboard row (JSON-safe); q and significant are filled by `correct`. counts: the
+    seeds that grokked and the seeds, [[k, n] of the run, [k, n] of run_0]."""
     return {"idea": label, "run": run.name, "title": title, "dataset": dataset, "measure": key,
+            "grokked_seeds": counts,
             "test": entry["test"], "verdict": entry["verdict"], "p": entry["p"], "q": None,
             "significant": None, "estimate": entry["estimate"], "ci": entry["ci"],
             "ci_level": entry["ci_level"], "ci_method": entry["ci_method"], "ci_note": entry["ci_note"],
@@ -262,6 +267,51 @@ def html_page(report):
     return "\n".join(out + ["</body></html>"]) + "\n"
 
 
+def claimed(r, alpha):
+    """Why a row may be claimed ("BH q <= alpha", "replicated on fresh seeds", both), or None:
+    significant after correction, or its run replicated on fresh seeds (confirm.py: every row
+    significant in exploration replicated) and this row was one of them (p < grokstats.ALPHA)."""
+    reasons = [f"BH q <= {alpha:g}"] if r["significant"] else []
+    if r["confirmed"] == "replicated" and r["p"] is not None and r["p"] < grokstats.ALPHA:
+        reasons.append("replicated on fresh seeds")
+    return " and ".join(reasons) or None
+
+
+TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+       "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$",
+       "≤": r"$\le$", "∞": r"$\infty$"}  # < and > are other glyphs in LaTeX's default text font
+
+
+def tex(text):
+    """Plain text as LaTeX text (TEX: the special characters escaped, <= as $\\le$)."""
+    return "".join(TEX.get(c, c) for c in text.replace("<=", "≤"))
+
+
+CLAIMS_HEADER = ("Idea", "Run", "Dataset", "Measure", "Effect [95% CI]", "Grokked", "p", "q (BH)", "Basis")
+
+
+def claims_tex(report):
+    """claims.tex: a tabular of the rows a write-up may claim (`claimed`), best q first, or one row
+    saying that none survives."""
+    alpha, rows = report["alpha"], [r for r in report["rows"] if claimed(r, report["alpha"])]
+    lines = [f"% Written by campaign.py report over {', '.join(report['folders'])}: the only comparisons a",
+             f"% write-up may claim (Benjamini-Hochberg over {report['family_size']} tests at q <= {alpha:g},",
+             "% or replicated on fresh seeds by `python harness.py confirm`). Effects are run - run_0.",
+             r"\begin{tabular}{" + "l" * len(CLAIMS_HEADER) + "}", r"\hline",
+             " & ".join(tex(h) for h in CLAIMS_HEADER) + r" \\", r"\hline"]
+    for r in rows:
+        (kr, nr), (kb, nb) = r["grokked_seeds"]
+        run = r["run"] + (f": {r['title']}" if r["title"] else "")
+        cells = [r["idea"], run, r["dataset"], MEASURES[r["measure"]], r["effect"], f"{kr}/{nr} vs {kb}/{nb}",
+                 number(r["p"]), number(r["q"]), claimed(r, alpha)]
+        lines.append(" & ".join(tex(c) for c in cells) + r" \\")
+    if not rows:
+        lines.append(rf"\multicolumn{{{len(CLAIMS_HEADER)}}}{{l}}{{No claim survives: no comparison is significant "
+                     rf"after Benjamini--Hochberg correction over {report['family_size']} tests, and none was "
+                     r"replicated on fresh seeds.} \\")
+    return "\n".join(lines + [r"\hline", r"\end{tabular}"]) + "\n"
+
+
 def write_atomic(path, text):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -340,9 +390,11 @@ def main(argv=None):
     write_atomic(out / "campaign.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     write_atomic(out / "campaign.md", markdown(report, out))
     write_atomic(out / "campaign.html", html_page(report))
+    write_atomic(out / "claims.tex", claims_tex(report))
     print(f"family: {report['family_size']} tests, "
-          f"{sum(bool(r['significant']) for r in rows)} significant after correction")
-    for name in ("campaign.md", "campaign.html", "campaign.json"):
+          f"{sum(bool(r['significant']) for r in rows)} significant after correction, "
+          f"{sum(bool(claimed(r, args.alpha)) for r in rows)} claimable")
+    for name in ("campaign.md", "campaign.html", "campaign.json", "claims.tex"):
         print(f"wrote: {out / name}")
 
 

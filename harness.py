@@ -9,7 +9,8 @@ what out_dir holds (run_dir.py) before anything is touched, trains every unit no
 (workers.py, or launch_slurm.py for --launcher=slurm; each unit gets a UnitRun, unit_run.py), and
 writes the outputs (outputs.py): units/ as each unit finishes, then run_info.json,
 all_results.npy, the run's notes.txt section (notes.py) and, last, final_info.json.
-`python harness.py restat run_0` recomputes a finished run's statistics from its saved curves.
+`python harness.py restat run_0` recomputes a finished run's statistics from its saved curves;
+`python harness.py confirm run_3` trains run_3 and its baseline again on fresh seeds (confirm.py).
 
 Units: (dataset, seed index s) for every dataset of cfg.datasets and s < cfg.num_seeds; seed index
 s trains with seed cfg.seed + s.
@@ -37,7 +38,7 @@ def run(Config, train_unit, opts, cfg, checked=None):
     start = time.perf_counter()
     code = code_identity(train_unit) if checked is None else checked[0]
     results = check_out_dir(opts, cfg, code) if checked is None else checked[1]
-    prepare_out_dir(opts, cfg)
+    prepare_out_dir(opts, cfg, train_unit, code)
     todo = [(d, s) for d in datasets_of(cfg) for s in range(cfg.num_seeds) if (d, s) not in results]
     jobs = default_jobs(opts, max(len(todo), 1))
     device = resolve_device(opts.device)
@@ -143,9 +144,13 @@ def main(Config, train_unit, argv=None):
         sys.exit(143 if isinstance(e, Terminated) else 130)
 
 
-if __name__ == "__main__":  # python harness.py restat run_0 [run_1 ...]
+if __name__ == "__main__":  # python harness.py restat run_0 [run_1 ...] | confirm run_3 [--num_seeds=10 ...]
+    if sys.argv[1:2] == ["confirm"]:
+        import confirm
+        sys.exit(confirm.main(sys.argv[2:]))
     if len(sys.argv) < 3 or sys.argv[1] != "restat":
-        sys.exit("usage: python harness.py restat RUN_FOLDER [RUN_FOLDER ...]")
+        sys.exit("usage: python harness.py restat RUN_FOLDER [RUN_FOLDER ...] | python harness.py confirm "
+                 "RUN_FOLDER [--num_seeds=10] [--baseline=RUN_0] [--resume] ... (confirm --help lists them)")
     for folder in sys.argv[2:]:
         restat(folder)
         print(f"restat: {folder}: final_info.json, all_results.npy, units/ and its notes section "

@@ -1,14 +1,19 @@
 """
 run_dir.py: what out_dir holds, checked before anything is touched (a finished run is never
 overwritten without --overwrite; finished units are never mixed with other settings or code), what
---overwrite clears, and each finished unit's file in out_dir/units (what --resume keeps).
+--overwrite clears, each finished unit's file in out_dir/units (what --resume keeps), and the
+run's copy of its code in out_dir/code (what `python out_dir/code/experiment.py` reruns).
 """
+import ast
+import hashlib
+import inspect
 import json
 import shutil
 from pathlib import Path
 
+import outputs
 from options import RUN_CONTROL_KEYS, ConfigError, require
-from outputs import config_record, datasets_of, strict, unit_path, write_json
+from outputs import config_record, datasets_of, strict, unit_path, write_atomic, write_json
 
 
 def load_unit(path, dataset, seed_index):
@@ -60,8 +65,59 @@ def check_out_dir(opts, cfg, code):
     return finished
 
 
-def prepare_out_dir(opts, cfg):
-    """Clear what --overwrite discards and write config.json (not on --resume, which keeps it)."""
+def imported_modules(path):
+    """Top-level names a Python file imports anywhere in it (a module imported inside a function
+    counts: launch_slurm, instruments, live)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return names | {n.module.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+
+
+def code_files(train_unit, code):
+    """{file name: path} of the code a run needs on its own: every file outputs.code_identity
+    hashes (`code`'s names: the file defining train_unit, as experiment.py, and the CODE_MODULES
+    beside outputs.py), and every module beside outputs.py that one of them imports, at any depth."""
+    root = Path(outputs.__file__).parent
+    paths = {name: root / name for name in code}
+    paths["experiment.py"] = Path(inspect.getsourcefile(train_unit))
+    todo = list(paths.values())
+    while todo:
+        for name in imported_modules(todo.pop()):
+            if f"{name}.py" not in paths and (root / f"{name}.py").is_file():
+                paths[f"{name}.py"] = root / f"{name}.py"
+                todo.append(root / f"{name}.py")
+    return paths
+
+
+def read_code(train_unit, code):
+    """{file name: bytes} of code_files, or ConfigError if a hashed file no longer has its sha256
+    in `code` (edited since the command was checked)."""
+    files = {name: path.read_bytes() for name, path in sorted(code_files(train_unit, code).items())}
+    changed = [name for name in code if hashlib.sha256(files[name]).hexdigest() != code[name]]
+    require(not changed, f"{', '.join(changed)} changed while this command was being checked; run it again")
+    return files
+
+
+def write_code(folder, files):
+    """The run's code in folder (out_dir/code): each file atomically, files of other code removed,
+    then SHA256SUMS (`sha256sum -c SHA256SUMS` checks the copy). Written at every start, --resume
+    included: check_out_dir has made sure that the finished units were made by this same code."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        write_atomic(folder / name, lambda tmp, data=data: tmp.write_bytes(data))
+    for stale in folder.glob("*.py"):
+        if stale.name not in files:
+            stale.unlink()
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items())
+    write_atomic(folder / "SHA256SUMS", lambda tmp: tmp.write_text(sums))
+
+
+def prepare_out_dir(opts, cfg, train_unit, code):
+    """Clear what --overwrite discards, write config.json (not on --resume, which keeps it) and
+    the copy of the code in out_dir/code. code: outputs.code_identity(train_unit), as the units
+    record it."""
+    files = read_code(train_unit, code)  # before anything is touched
     out = Path(opts.out_dir)
     if opts.overwrite:
         for name in ("final_info.json", "all_results.npy", "run_info.json"):
@@ -72,6 +128,7 @@ def prepare_out_dir(opts, cfg):
     (out / "units").mkdir(parents=True, exist_ok=True)
     if not (opts.resume and (out / "config.json").exists()):
         write_json(out / "config.json", config_record(opts, cfg))
+    write_code(out / "code", files)
 
 
 def save_unit(opts, cfg, code, result):

@@ -199,7 +199,7 @@ def run_sweep(out_dir, specs, base):
         if p.todo is None:
             print(f"sweep: {p.name} ({p.label()}): finished, skipped", flush=True)
         else:
-            run_dir.prepare_out_dir(p.opts, p.cfg)
+            run_dir.prepare_out_dir(p.opts, p.cfg, experiment.train_unit, outputs.code_identity(experiment.train_unit))
     opts = points[0].opts
     if opts.launcher == "slurm" and any(p.todo for p in active):
         import launch_slurm

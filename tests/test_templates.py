@@ -1,6 +1,8 @@
 """templates/ as a specification: the idea generator's prompt and seed ideas match experiment.py,
-and the paper skeleton uses only names plot.py writes, cites only keys references.bib holds, and
-compiles from a real tiny run's outputs wherever a TeX engine is installed."""
+the prompt and the paper skeleton tell the writer to claim only what survives the campaign's
+correction or was confirmed and to cite campaign.py's claims table, and the skeleton uses only
+names plot.py and campaign.py write, cites only keys references.bib holds, and compiles from a
+real tiny run's outputs, with and without the claims table, wherever a TeX engine is installed."""
 
 import dataclasses
 import json
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import campaign
 import experiment as E
 from helpers import EXPERIMENT, PLOT, ROOT
 
@@ -22,6 +25,7 @@ IDEA_KEYS = {"Name", "Title", "Experiment", *SCORES}
 EDIT_POINTS = ("param_groups", "init_weights", "batch_size_at", "lr_factor", "regulariser",
                "filter_gradients")
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(E.Config)}
+CAMPAIGN_OUTPUTS = {"claims.tex"}  # written by campaign.py report, loaded only if present
 TINY_RUN = ["--out_dir=run_0", "--num_seeds=1", "--total_steps=20", "--eval_every=10", "--prime=11",
             "--dim_model=32", "--num_heads=2", "--jobs=1"]
 
@@ -78,6 +82,16 @@ def test_prompt_describes_this_harness():
         assert callable(getattr(E, name)), f"the prompt names {name}, which experiment.py lacks"
 
 
+def test_prompt_says_what_may_be_claimed():
+    """Only comparisons significant after the campaign's correction or replicated on fresh seeds,
+    from claims.tex, each with its interval and k/n."""
+    task = json.loads((TEMPLATES / "prompt.json").read_text())["task_description"]
+    for words in ("python campaign.py report", "Benjamini-Hochberg", "claims.tex",
+                  "python harness.py confirm run_i", "verdict.json", "\"replicated\": true", "interval",
+                  "k/n", "no claim survives"):
+        assert words in task, words
+
+
 def test_seed_ideas_have_exactly_the_six_keys_and_scores_from_1_to_10():
     ideas = json.loads((TEMPLATES / "seed_ideas.json").read_text())
     assert isinstance(ideas, list) and ideas
@@ -117,13 +131,23 @@ def test_seed_ideas_cover_the_earlier_studies():
 # ---------------------------------------------------------------------------------------------
 # The paper skeleton
 # ---------------------------------------------------------------------------------------------
-def test_template_loads_only_files_plot_py_writes():
+def test_template_loads_only_files_plot_py_and_campaign_py_write():
     files = referenced_files(tex_source())
     assert files, "template.tex includes no figure or table"
-    unknown = sorted(set(files) - expected_outputs(E.DATASETS))
-    assert not unknown, f"template.tex loads files plot.py does not write: {unknown}"
-    assert "results.tex" in files
+    unknown = sorted(set(files) - expected_outputs(E.DATASETS) - CAMPAIGN_OUTPUTS)
+    assert not unknown, f"template.tex loads files plot.py and campaign.py do not write: {unknown}"
+    assert "results.tex" in files and "claims.tex" in files
     assert {f"val_acc_{d}.png" for d in E.DATASETS} <= set(files)
+
+
+def test_template_cites_the_claims_table_and_loads_it_only_if_present():
+    tex = tex_source()
+    assert re.search(r"\\IfFileExists\{claims\.tex\}\{[^{}]*\\sbox\{\\claimsbox\}\{\\scriptsize\\input\{claims\.tex\}",
+                     tex), "claims.tex must be loaded behind \\IfFileExists (it exists only after campaign.py)"
+    assert "\\label{tab:claims}" in tex and tex.count("\\ref{tab:claims}") >= 1
+    comments = (LATEX / "template.tex").read_text()
+    for words in ("Benjamini-Hochberg", "python harness.py confirm", "python campaign.py report"):
+        assert words in comments, words
 
 
 def test_template_cites_only_keys_in_references_bib():
@@ -166,7 +190,8 @@ def plotted(tmp_path_factory):
 
 
 def test_plot_py_writes_every_file_the_template_loads(plotted):
-    missing = sorted(n for n in set(referenced_files(tex_source())) if not (plotted / n).is_file())
+    missing = sorted(n for n in set(referenced_files(tex_source())) - CAMPAIGN_OUTPUTS
+                     if not (plotted / n).is_file())
     assert not missing, f"template.tex loads files plot.py did not write: {missing}"
 
 
@@ -182,11 +207,29 @@ def test_template_compiles_from_a_real_runs_outputs(request):
     for name in ("template.tex", "references.bib"):
         shutil.copy(LATEX / name, plotted / name)
     pdflatex = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "template.tex"]
-    run_tex(pdflatex, plotted)
-    run_tex(["bibtex", "template"], plotted)
-    run_tex(pdflatex, plotted)
-    run_tex(pdflatex, plotted)
-    assert (plotted / "template.pdf").stat().st_size > 10_000
-    log = (plotted / "template.log").read_text(errors="replace")
-    undefined = re.findall(r"(?:Citation|Reference) `[^']*' on page \d+ undefined", log)
-    assert not undefined, undefined
+    (plotted / "claims.tex").unlink(missing_ok=True)
+    for claims in (None, CLAIMS, []):  # no claims.tex yet; a claim (wider than the text); none survives
+        if claims is not None:
+            report = {"alpha": 0.05, "folders": ["results/grokking"], "family_size": 9, "rows": claims}
+            (plotted / "claims.tex").write_text(campaign.claims_tex(report))
+        run_tex(pdflatex, plotted)
+        run_tex(["bibtex", "template"], plotted)
+        run_tex(pdflatex, plotted)
+        run_tex(pdflatex, plotted)
+        assert (plotted / "template.pdf").stat().st_size > 10_000
+        log = (plotted / "template.log").read_text(errors="replace")
+        undefined = re.findall(r"(?:Citation|Reference) `[^']*' on page \d+ undefined", log)
+        assert not undefined, undefined
+        text = subprocess.run(["pdftotext", "template.pdf", "-"], cwd=plotted, capture_output=True,
+                              text=True).stdout if shutil.which("pdftotext") else None
+        if text is not None:
+            expected = {None: "claims.tex not found", "claims": "More training data", "none": "No claim survives"}
+            assert expected[None if claims is None else "claims" if claims else "none"] in " ".join(text.split())
+
+
+CLAIMS = [{"idea": "grokking/idea_data", "run": "run_1", "title": "More training data (train_frac 0.8) & 50% more",
+           "dataset": "x_plus_y", "measure": "steps", "effect": "-1600 [-2300, -900]", "grokked_seeds": [[6, 6], [6, 6]],
+           "p": 0.0004, "q": 0.004, "significant": True, "confirmed": "replicated"},
+          {"idea": "grokking/idea_data", "run": "run_2", "title": "", "dataset": "x_div_y", "measure": "final",
+           "effect": "+0.040 [+0.010, ∞) 90%", "grokked_seeds": [[2, 3], [0, 3]], "p": 0.02, "q": 0.3,
+           "significant": False, "confirmed": "replicated"}]
