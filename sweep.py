@@ -177,8 +177,7 @@ def plan(out_dir, specs, base, Config, train_unit):
             raise ConfigError(f"{name} ({point.label()}): {e}") from None
         points.append(point)
     if points[0].opts.launcher == "slurm":
-        import launch_slurm
-        launch_slurm.check(points[0].opts)
+        options.check_slurm(points[0].opts)
     return manifest, points
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import EXPERIMENT, ROOT, TINY, run_experiment
 
 import experiment
+import launch_slurm
 import options
 import outputs
-import launch_slurm
-
-from helpers import EXPERIMENT, ROOT, TINY, run_experiment
 
 pytestmark = pytest.mark.slow  # whole scripts, clusters and sweeps: the full suite only
 
@@ -58,11 +57,11 @@ def cancel_recorded(root):
 
 
 def test_extra_sbatch_flags():
-    assert launch_slurm.parse_extra("") == {}
-    assert launch_slurm.parse_extra("account=lab, qos=low,mail-type=BEGIN,END") == {
+    assert options.parse_extra("") == {}
+    assert options.parse_extra("account=lab, qos=low,mail-type=BEGIN,END") == {
         "account": "lab", "qos": "low", "mail-type": "BEGIN,END"}
     with pytest.raises(options.ConfigError, match="'=x' is not KEY=VALUE"):
-        launch_slurm.parse_extra("=x")
+        options.parse_extra("=x")
 
 
 def test_array_task_writes_the_unit_a_local_run_writes(tmp_path, monkeypatch):
