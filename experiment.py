@@ -121,7 +121,8 @@ class Config:
                                         "only; 1024 measured fastest on CPU)", ok="[1, inf)")
     fast_forward: bool = option(True, "train with the harness's exact shortcut of Transformer.forward "
                                       "(fast_forward.py), checked against it at the start of each "
-                                      "unit (the plain forward if inexact); false = plain")
+                                      "unit (the next exact one, or plain, where an edit makes it "
+                                      "inexact); false = plain")
     compile: Literal["auto", "true", "false"] = option(
         "auto", "torch.compile the fast forward, checked against the plain one like it (eager if "
                 "compiling fails): 17-25% faster updates, 30-50% faster evaluations (bench.py) after "
@@ -516,7 +517,7 @@ def train_step(cfg, step, unit, x, y):
 
 
 def train_unit(cfg, dataset, seed_index, run):
-    """Train one (dataset, seed) unit. `run` (harness.UnitRun) gives the device and seed, keeps
+    """Train one (dataset, seed) unit. `run` (unit_run.UnitRun) gives the device and seed, keeps
     the records (stopping a unit whose loss is no longer finite) and makes the result."""
     unit = build_unit(cfg, dataset, run)
     data, device = unit.data, run.device
