@@ -1,7 +1,9 @@
 """
 workers.py: running units, in this process (--jobs=1) or in a pool of spawned worker processes,
 results identical either way (each unit seeds its own generators; --threads fixes torch's thread
-count per unit). A worker dies with the main process; progress comes back through a queue.
+count per unit). A worker dies with the main process; progress comes back through a queue, as
+each unit's latest recorded step (Progress: a unit trained again plain from the start moves the
+bar back, so the bar never counts an update twice).
 """
 import os
 import signal
@@ -41,6 +43,26 @@ def process_settings(threads, deterministic):
 _progress_queue = _parent_pid = None
 
 
+class Progress:
+    """The progress bar (tqdm, or None) moved by each unit's latest recorded step, and to a
+    unit's last step when its result comes (finished: the queue's late messages for it are
+    dropped)."""
+
+    def __init__(self, bar):
+        self.bar, self.last, self.finished = bar, {}, set()
+
+    def __call__(self, unit, step):
+        if unit not in self.finished:
+            if self.bar:
+                self.bar.update(step - self.last.get(unit, 0))
+            self.last[unit] = step
+
+    def finish(self, result):
+        unit = (result["dataset"], result["seed_index"])
+        self(unit, result["train_info"][-1]["step"] if result["train_info"] else 0)
+        self.finished.add(unit)
+
+
 def _worker_init(threads, deterministic, queue, parent_pid):
     global _progress_queue, _parent_pid
     process_settings(threads, deterministic)
@@ -56,7 +78,7 @@ def _worker_run(train_unit, cfg, device, dataset, seed_index, out_dir, live):
     def report(step):  # every record
         if os.getppid() != _parent_pid:  # the main process was killed (kill -9, a launcher's
             os._exit(1)                  # timeout): stop instead of training on as an orphan
-        _progress_queue.put(step)
+        _progress_queue.put(((dataset, seed_index), step))
     return train(train_unit, cfg, dataset, seed_index, device=device, progress=report, out_dir=out_dir,
                  live=live)
 
@@ -65,17 +87,14 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None, then=lamb
     """Run (dataset, seed_index) units, calling on_result(result) as each one finishes, then
     then() (while the workers exit: their interpreters take 1-2 s to tear down); returns its value."""
     device, live = resolve_device(opts.device), live_settings(opts, cfg)  # live: --tensorboard, --wandb
+    progress = Progress(bar)
     if jobs == 1:
         process_settings(opts.threads, opts.deterministic)
         for dataset, s in units:
-            last = [0]
-
-            def report(step):
-                if bar:
-                    bar.update(step - last[0])
-                last[0] = step
-            on_result(train(train_unit, cfg, dataset, s, device=device, progress=report,
-                            out_dir=opts.out_dir, live=live))
+            result = train(train_unit, cfg, dataset, s, device=device, out_dir=opts.out_dir, live=live,
+                           progress=lambda step, unit=(dataset, s): progress(unit, step))
+            progress.finish(result)
+            on_result(result)
         return then()
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork is unsafe once torch has started threads
@@ -87,12 +106,12 @@ def run_units(train_unit, opts, cfg, units, jobs, on_result, bar=None, then=lamb
             time.sleep(0.2)
             stop_if_asked()
             while not queue.empty():
-                queue.get()
-                if bar:
-                    bar.update(cfg.eval_every)
+                progress(*queue.get())
             for job in [j for j in pending if j.ready()]:
                 pending.remove(job)
-                on_result(job.get())  # re-raises a worker's exception here
+                result = job.get()  # re-raises a worker's exception here
+                progress.finish(result)
+                on_result(result)
         pool.close()  # all done: the workers exit on their own (leaving the `with` terminates them,
         done = then()  # which made the resource tracker warn of torch.compile's leaked semaphores)
         pool.join()

@@ -3,6 +3,7 @@ TensorBoard's event files and from W&B's offline run, are exactly the unit's; th
 unit files are those of a run without them; a missing package is one line and exit 2, before
 anything is touched; a run without them imports neither. Needs tensorboard and wandb
 (requirements-dev.txt)."""
+import io
 import json
 import os
 import shutil
@@ -234,6 +235,23 @@ def fake_train_unit(fail_first):
 def fake_cfg():
     import experiment as E
     return E.Config(total_steps=20, eval_every=10)
+
+
+def fails_once(cfg, dataset, seed_index, run):
+    """fake_train_unit(True) at module level, so that spawned workers can unpickle it."""
+    return fake_train_unit(True)(cfg, dataset, seed_index, run)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_progress_bar_counts_each_update_once_when_a_unit_trains_again(tmp_path, jobs):
+    """Each unit's first attempt records updates 10 and 20 and fails; the second records them
+    again: the bar ends at 2 units x 20 updates, not 80 (the retrained records counted twice)."""
+    from tqdm import tqdm
+    bar, results = tqdm(total=40, file=io.StringIO()), []
+    workers.run_units(fails_once, options.RunOptions(out_dir=str(tmp_path), device="cpu"), fake_cfg(),
+                      [("x_plus_y", 0), ("x_plus_y", 1)], jobs, results.append, bar)
+    assert len(results) == 2 and all(r["forward"]["path"] == "plain" for r in results)
+    assert bar.n == 40
 
 
 def settings(out, **on):
