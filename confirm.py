@@ -27,7 +27,8 @@ run's arm against the baseline arm), each with its effect, interval and p. A row
 it was significant in exploration (p < ALPHA) and the fresh comparison is significant in the same
 direction. The run is replicated when at least one row was significant in exploration and every
 such row replicated; a run with no significant row has nothing to replicate and is not replicated
-(its reason says so). OUT/verdict.md and, last, OUT/verdict.json (strict JSON: "run", "baseline",
+(its reason says so, and how many fresh comparisons are significant on their own: each fresh side
+has its Benjamini-Hochberg "q" over the fresh comparisons, significant when q <= ALPHA). OUT/verdict.md and, last, OUT/verdict.json (strict JSON: "run", "baseline",
 "seeds" [S0, N], "alpha", "rows", "replicated", "reason"), written only when both arms finished;
 campaign.py reads its "replicated".
 
@@ -49,6 +50,8 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+
+from scipy import stats
 
 import grokstats
 from interrupts import Terminated, catch_stop_signals
@@ -178,18 +181,21 @@ def last_seed(path):
 def fresh_seed(tops):
     """(S0, record): S0 = max(SEED_FLOOR, 1 + the largest seed of every config_files of the tops);
     record says what was searched and found."""
-    largest, where, files = SEED_FLOOR - 1, None, 0
+    largest, where, files, seen = None, None, 0, set()
     for top in tops:
         for path in config_files(top):
+            if path.resolve() in seen:  # a folder below two searched folders is read once
+                continue
+            seen.add(path.resolve())
             last = last_seed(path)
             files += last is not None
-            if last is not None and last > largest:
+            if last is not None and (largest is None or last > largest):
                 largest, where = last, str(path)
-    return largest + 1, {"rule": f"S0 = max({SEED_FLOOR}, 1 + the largest seed (seed + num_seeds - 1 in a "
+    return max(SEED_FLOOR, -1 if largest is None else largest + 1), {"rule": f"S0 = max({SEED_FLOOR}, 1 + the largest seed (seed + num_seeds - 1 in a "
                                  f"config.json, S0 + N - 1 in a confirm.json) found up to {DEPTH} folders "
                                  "below the searched folders)",
                          "searched": [str(t) for t in tops], "files_read": files,
-                         "largest_seed_found": None if where is None else largest, "found_in": where}
+                         "largest_seed_found": largest, "found_in": where}  # None: no seed found
 
 
 def unique_folders(folders):
@@ -362,11 +368,20 @@ def verdict(run, baseline, fresh_run, fresh_baseline, seeds, alpha=grokstats.ALP
             rows.append({"dataset": dataset, "measure": key, "label": label, "test": e["test"],
                          "exploratory": before, "fresh": after, "same_direction": same,
                          "replicated": (bool(same) and after["significant"]) if before["significant"] else None})
+    for r in rows:
+        r["fresh"]["q"] = None  # untestable: no p, no q
+    tested = [r["fresh"] for r in rows if r["fresh"]["p"] is not None]
+    for part, q in zip(tested, stats.false_discovery_control([t["p"] for t in tested], method="bh")
+                       if tested else []):
+        part["q"] = float(q)  # Benjamini-Hochberg over the fresh comparisons alone
     claimed = [r for r in rows if r["exploratory"]["significant"]]
     held = [r for r in claimed if r["replicated"]]
     if not claimed:
+        found = sum(t["q"] <= alpha for t in tested)
         reason = ("the exploratory run had no significant comparison with its baseline: nothing to "
-                  "replicate")
+                  f"replicate; on the fresh seeds alone, {found} of {len(tested)} comparisons have "
+                  f"Benjamini-Hochberg q <= {alpha:g} over those {len(tested)}"
+                  + (" (a result of the fresh seeds, not a replication)" if found else ""))
     else:
         reason = (f"{len(held)} of {len(claimed)} comparisons significant in exploration replicated "
                   f"(same direction, p < {alpha:g} on the fresh seeds)")
@@ -377,7 +392,10 @@ def verdict(run, baseline, fresh_run, fresh_baseline, seeds, alpha=grokstats.ALP
 
 
 def cell(part):
-    return "not testable" if part["p"] is None else f"{part['effect']}, {grokstats.format_p(part['p'])}"
+    if part["p"] is None:
+        return "not testable"
+    q = f", q{grokstats.format_p(part['q'])[1:]}" if part.get("q") is not None else ""  # 'q = 0.03'
+    return f"{part['effect']}, {grokstats.format_p(part['p'])}{q}"
 
 
 def verdict_markdown(found):
@@ -388,7 +406,7 @@ def verdict_markdown(found):
              f"on fresh seeds {first}-{first + n - 1} ({n} a side): **{answer}**: {found['reason']}.", "",
              f"Definition: {found['definition']} (alpha {found['alpha']:g}). Effects are run - baseline "
              "with their intervals (docs/campaigns.md).", "",
-             "| Dataset | Measure | Exploratory: effect [95% CI], p | Fresh: effect [95% CI], p | Replicated |",
+             "| Dataset | Measure | Exploratory: effect [95% CI], p | Fresh: effect [95% CI], p, q | Replicated |",
              "|---|---|---|---|---|"]
     for r in found["rows"]:
         mark = {True: "yes", False: "no", None: "-"}[r["replicated"]]

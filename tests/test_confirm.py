@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 import confirm
+import grokstats
 import outputs
 from helpers import ROOT, TINY, run_experiment
 from options import ConfigError
@@ -239,7 +241,9 @@ def test_fresh_seeds_start_past_every_seed_used_and_at_one_million(tmp_path):
     results = tmp_path / "results"
     write_run(results / "idea_a" / "run_0", {"x_plus_y": BASE})
     write_run(results / "idea_a" / "run_1", {"x_plus_y": FAST})
-    assert confirm.fresh_seed([results / "idea_a", results])[0] == 1_000_000  # default seeds only
+    first, record = confirm.fresh_seed([results / "idea_a", results])  # 6 seeds a side from 1337
+    assert first == 1_000_000 and record["largest_seed_found"] == 1342 and record["files_read"] == 2
+    assert confirm.fresh_seed([tmp_path / "nothing_here"])[1]["largest_seed_found"] is None
     write_run(results / "idea_b" / "run_1", {"x_plus_y": FAST}, seed=5_000_000)  # 5_000_000 .. 5_000_005
     (results / "idea_a" / "confirm_run_1").mkdir()
     (results / "idea_a" / "confirm_run_1" / "confirm.json").write_text(json.dumps({"seeds": [2_000_000, 10]}))
@@ -280,7 +284,17 @@ def test_the_verdict_replicates_a_significant_row_only_in_its_direction(tmp_path
     nothing = confirm.verdict(write_run(tmp_path / "run_2", {"x_plus_y": NULL}), base, again, fresh_base,
                               [1_000_000, 6])
     assert nothing["replicated"] is False and "nothing to replicate" in nothing["reason"]
+    tested = [r["fresh"] for r in nothing["rows"] if r["fresh"]["p"] is not None]  # the fresh side alone,
+    assert [t["q"] for t in tested] == pytest.approx(  # corrected over its testable comparisons
+        list(stats.false_discovery_control([t["p"] for t in tested], method="bh")))
+    assert all(r["fresh"]["q"] is None for r in nothing["rows"] if r["fresh"]["p"] is None)
+    k, n = sum(t["q"] <= 0.05 for t in tested), len(tested)
+    assert k >= 1 and nothing["reason"].endswith(
+        f"{k} of {n} comparisons have Benjamini-Hochberg q <= 0.05 over those {n} (a result of the "
+        "fresh seeds, not a replication)")
     assert "| x_plus_y | steps to 99% (log-rank) | " in confirm.verdict_markdown(found)
+    fresh_steps = confirm.verdict_markdown(nothing).splitlines()[-3]  # the steps row: the fresh q beside p
+    assert f"q{grokstats.format_p(nothing['rows'][0]['fresh']['q'])[1:]} |" in fresh_steps
 
 
 @pytest.mark.slow
