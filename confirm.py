@@ -28,9 +28,10 @@ it was significant in exploration (p < ALPHA) and the fresh comparison is signif
 direction. The run is replicated when at least one row was significant in exploration and every
 such row replicated; a run with no significant row has nothing to replicate and is not replicated
 (its reason says so, and how many fresh comparisons are significant on their own: each fresh side
-has its Benjamini-Hochberg "q" over the fresh comparisons, significant when q <= ALPHA). OUT/verdict.md and, last, OUT/verdict.json (strict JSON: "run", "baseline",
-"seeds" [S0, N], "alpha", "rows", "replicated", "reason"), written only when both arms finished;
-campaign.py reads its "replicated".
+has its Benjamini-Hochberg "q" over the fresh comparisons, significant when q <= ALPHA).
+OUT/verdict.md and, last, OUT/verdict.json (strict JSON: "run", "baseline", "seeds" [S0, N],
+"alpha", "rows", "replicated", "reason"), written only when both arms finished; campaign.py reads
+its "replicated".
 
 Bad input (no such folder, a run unfinished or without its code/ copy, a baseline with other
 datasets, --num_seeds < 2, an unknown option, a finished confirmation without --overwrite): one
@@ -191,11 +192,12 @@ def fresh_seed(tops):
             files += last is not None
             if last is not None and (largest is None or last > largest):
                 largest, where = last, str(path)
-    return max(SEED_FLOOR, -1 if largest is None else largest + 1), {"rule": f"S0 = max({SEED_FLOOR}, 1 + the largest seed (seed + num_seeds - 1 in a "
-                                 f"config.json, S0 + N - 1 in a confirm.json) found up to {DEPTH} folders "
-                                 "below the searched folders)",
-                         "searched": [str(t) for t in tops], "files_read": files,
-                         "largest_seed_found": largest, "found_in": where}  # None: no seed found
+    first = SEED_FLOOR if largest is None else max(SEED_FLOOR, largest + 1)
+    return first, {"rule": f"S0 = max({SEED_FLOOR}, 1 + the largest seed (seed + num_seeds - 1 in a "
+                           f"config.json, S0 + N - 1 in a confirm.json) found up to {DEPTH} folders "
+                           "below the searched folders)",
+                   "searched": [str(t) for t in tops], "files_read": files,
+                   "largest_seed_found": largest, "found_in": where}  # None: no seed found
 
 
 def unique_folders(folders):

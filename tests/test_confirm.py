@@ -392,7 +392,7 @@ def test_a_synthetic_campaign_comes_out_right(tmp_path):
     tail = next(r for r in found["rows"] if r["measure"] == "final")
     assert tail["replicated"] is True and tail["fresh"]["p"] < 0.05 and tail["fresh"]["direction"] == 1
     record = json.loads((out / "confirm.json").read_text())
-    assert record["seeds"] == [1_000_000, 6] and record["seed_rule"]["largest_seed_found"] is None
+    assert record["seeds"] == [1_000_000, 6] and record["seed_rule"]["largest_seed_found"] == 3005  # run_3's last
     for arm, source in (("run_0", "run_0"), ("run_1", "run_1")):
         config = json.loads((out / arm / "config.json").read_text())
         assert (config["seed"], config["num_seeds"]) == (1_000_000, 6)
