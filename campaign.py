@@ -22,7 +22,8 @@ nothing to compare) has no p-value, is listed, and is not in the family. docs/ca
 definitions and how to read the leaderboard.
 
 Confirmed: a confirmation run of run_N lives in confirm_run_N/ beside it; its verdict.json
-{"replicated": true | false, ...} gives "replicated" / "not replicated"; without one, "not
+{"replicated": true | false, ...} gives "replicated" / "not replicated" ("not replicated (nothing to
+replicate)" when its rows show no comparison significant in exploration); without one, "not
 confirmed yet".
 
 Writes into --out (created if missing): campaign.md (the leaderboard, best q first, with links to
@@ -93,17 +94,26 @@ def run_titles(group):
 
 
 def confirmation(group, run):
-    """'replicated' / 'not replicated' from confirm_run_N/verdict.json, else 'not confirmed yet'."""
+    """'replicated' / 'not replicated' from confirm_run_N/verdict.json ('not replicated (nothing to
+    replicate)' where its rows show no comparison significant in exploration), else 'not confirmed
+    yet'."""
     path = Path(group) / f"confirm_{run}" / "verdict.json"
     if not path.is_file():
         return "not confirmed yet"
     try:
-        replicated = json.loads(path.read_text())["replicated"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        found = json.loads(path.read_text())
+        replicated, rows = found["replicated"], found.get("rows")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return f"unreadable {path.parent.name}/verdict.json ({type(e).__name__})"
     if not isinstance(replicated, bool):
         return f"unreadable {path.parent.name}/verdict.json (replicated is not true or false)"
-    return "replicated" if replicated else "not replicated"
+    if replicated:
+        return "replicated"
+    if isinstance(rows, list) and rows and not any(
+            isinstance(r, dict) and isinstance(r.get("exploratory"), dict) and r["exploratory"].get("significant")
+            for r in rows):
+        return "not replicated (nothing to replicate)"
+    return "not replicated"
 
 
 def figures(group, run, dataset):

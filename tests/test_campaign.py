@@ -72,6 +72,9 @@ def built(tmp_path_factory):
     image.imsave(fast / "summary_plot.png", np.tile(BLUE, (200, 300, 1)))
     (fast / "confirm_run_1").mkdir()
     (fast / "confirm_run_1" / "verdict.json").write_text(json.dumps({"replicated": True}))
+    (fast / "confirm_run_2").mkdir()  # confirmed although nothing was significant in exploration
+    (fast / "confirm_run_2" / "verdict.json").write_text(json.dumps({"replicated": False, "rows": [
+        {"exploratory": {"significant": False}, "fresh": {"significant": True}}]}))
     null = tmp / "results" / "grokking" / "idea_null"
     write_run(null / "run_0", {"x_plus_y": BASE3})
     write_run(null / "run_1", {"x_plus_y": NULL3})
@@ -160,6 +163,8 @@ def test_markdown_leaderboard_rows_links_and_confirmation(built):
     rows = lines[header + 2:header + 2 + 21]
     assert sum(" | yes | " in r for r in rows) == 1
     assert all(" | not replicated | " in r for r in rows if "idea_null" in r)
+    fast_2 = [r for r in rows if r.startswith("| grokking/idea_fast | run_2")]
+    assert len(fast_2) == 6 and all(" | not replicated (nothing to replicate) | " in r for r in fast_2)
     assert all(" | not confirmed yet | " in r for r in rows if r.startswith("| sweep"))
     assert "21 tests in the family" in md and "1 significant after correction" in md
     assert "## Not compared" in md and "idea_no_baseline" in md
