@@ -72,6 +72,7 @@ class Point:
     opts: options.RunOptions
     cfg: object      # experiment.Config
     todo: list | None  # units still missing; None for a finished point (final_info.json)
+    code: dict | None = None  # outputs.code_identity its folder was checked against
 
     def label(self):
         return ", ".join(f"{k}={options.show(v)}" for k, v in self.overrides.items())
@@ -160,7 +161,7 @@ def plan(out_dir, specs, base, Config, train_unit):
     code, points = outputs.code_identity(train_unit), []
     for name, combo in zip(names, combos):
         folder = out / name
-        point = Point(name, {k: v for k, (_, v) in zip(grid, combo)}, None, None, None)
+        point = Point(name, {k: v for k, (_, v) in zip(grid, combo)}, None, None, None, code)
         description = point.label()
         if given.get("description"):
             description = f"{given['description']} ({description})"
@@ -198,7 +199,7 @@ def run_sweep(out_dir, specs, base):
         if p.todo is None:
             print(f"sweep: {p.name} ({p.label()}): finished, skipped", flush=True)
         else:
-            run_dir.prepare_out_dir(p.opts, p.cfg, experiment.train_unit, outputs.code_identity(experiment.train_unit))
+            run_dir.prepare_out_dir(p.opts, p.cfg, experiment.train_unit, p.code)  # refused if edited since
     opts = points[0].opts
     if opts.launcher == "slurm" and any(p.todo for p in active):
         import launch_slurm
