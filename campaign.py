@@ -23,7 +23,7 @@ definitions and how to read the leaderboard.
 
 Confirmed: a confirmation run of run_N lives in confirm_run_N/ beside it; its verdict.json
 {"replicated": true | false, ...} gives "replicated" / "not replicated" ("not replicated (nothing to
-replicate)" when its rows show no comparison significant in exploration); without one, "not
+replicate)" when its "significant_in_exploration" is 0); without one, "not
 confirmed yet".
 
 Writes into --out (created if missing): campaign.md (the leaderboard, best q first, with links to
@@ -95,25 +95,20 @@ def run_titles(group):
 
 def confirmation(group, run):
     """'replicated' / 'not replicated' from confirm_run_N/verdict.json ('not replicated (nothing to
-    replicate)' where its rows show no comparison significant in exploration), else 'not confirmed
-    yet'."""
+    replicate)' where no comparison was significant in exploration), else 'not confirmed yet'."""
     path = Path(group) / f"confirm_{run}" / "verdict.json"
     if not path.is_file():
         return "not confirmed yet"
     try:
         found = json.loads(path.read_text())
-        replicated, rows = found["replicated"], found.get("rows")
+        replicated, claimed = found["replicated"], found.get("significant_in_exploration")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return f"unreadable {path.parent.name}/verdict.json ({type(e).__name__})"
     if not isinstance(replicated, bool):
         return f"unreadable {path.parent.name}/verdict.json (replicated is not true or false)"
     if replicated:
         return "replicated"
-    if isinstance(rows, list) and rows and not any(
-            isinstance(r, dict) and isinstance(r.get("exploratory"), dict) and r["exploratory"].get("significant")
-            for r in rows):
-        return "not replicated (nothing to replicate)"
-    return "not replicated"
+    return "not replicated (nothing to replicate)" if claimed == 0 else "not replicated"
 
 
 def figures(group, run, dataset):

@@ -30,8 +30,8 @@ such row replicated; a run with no significant row has nothing to replicate and 
 (its reason says so, and how many fresh comparisons are significant on their own: each fresh side
 has its Benjamini-Hochberg "q" over the fresh comparisons, significant when q <= ALPHA).
 OUT/verdict.md and, last, OUT/verdict.json (strict JSON: "run", "baseline", "seeds" [S0, N],
-"alpha", "rows", "replicated", "reason"), written only when both arms finished; campaign.py reads
-its "replicated".
+"alpha", "rows", "significant_in_exploration" (how many rows), "replicated", "reason"), written
+only when both arms finished; campaign.py reads its "replicated" and "significant_in_exploration".
 
 Bad input (no such folder, a run unfinished or without its code/ copy, a baseline with other
 datasets, --num_seeds < 2, an unknown option, a finished confirmation without --overwrite): one
@@ -389,7 +389,7 @@ def verdict(run, baseline, fresh_run, fresh_baseline, seeds, alpha=grokstats.ALP
                   f"(same direction, p < {alpha:g} on the fresh seeds)")
     return {"run": str(run), "baseline": str(baseline), "fresh_run": str(fresh_run),
             "fresh_baseline": str(fresh_baseline), "seeds": list(seeds), "alpha": alpha,
-            "definition": DEFINITION, "rows": rows,
+            "definition": DEFINITION, "rows": rows, "significant_in_exploration": len(claimed),
             "replicated": bool(claimed) and len(held) == len(claimed), "reason": reason}
 
 

@@ -73,8 +73,8 @@ def built(tmp_path_factory):
     (fast / "confirm_run_1").mkdir()
     (fast / "confirm_run_1" / "verdict.json").write_text(json.dumps({"replicated": True}))
     (fast / "confirm_run_2").mkdir()  # confirmed although nothing was significant in exploration
-    (fast / "confirm_run_2" / "verdict.json").write_text(json.dumps({"replicated": False, "rows": [
-        {"exploratory": {"significant": False}, "fresh": {"significant": True}}]}))
+    (fast / "confirm_run_2" / "verdict.json").write_text(json.dumps({"replicated": False,
+                                                                      "significant_in_exploration": 0}))
     null = tmp / "results" / "grokking" / "idea_null"
     write_run(null / "run_0", {"x_plus_y": BASE3})
     write_run(null / "run_1", {"x_plus_y": NULL3})

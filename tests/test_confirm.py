@@ -284,6 +284,7 @@ def test_the_verdict_replicates_a_significant_row_only_in_its_direction(tmp_path
     nothing = confirm.verdict(write_run(tmp_path / "run_2", {"x_plus_y": NULL}), base, again, fresh_base,
                               [1_000_000, 6])
     assert nothing["replicated"] is False and "nothing to replicate" in nothing["reason"]
+    assert nothing["significant_in_exploration"] == 0 and found["significant_in_exploration"] == 1
     tested = [r["fresh"] for r in nothing["rows"] if r["fresh"]["p"] is not None]  # the fresh side alone,
     assert [t["q"] for t in tested] == pytest.approx(  # corrected over its testable comparisons
         list(stats.false_discovery_control([t["p"] for t in tested], method="bh")))
